@@ -1,0 +1,248 @@
+"""Configuration: pydantic models for the input, the network and the loss, with presets.
+
+This is the one home of every size, rate and switch; other modules read them from here.
+Two presets exist:
+
+- ``paper``: the paper's setting (T=32 frames at 224×384, RAVF fusion, three MS&MRG pairs).
+- ``tiny``: the same network, narrower and on small inputs (T=8 at 64×112), so that a
+  forward+backward pass runs well under a second per sample on two CPU cores. Tests and
+  the demo use it.
+
+Every model is strict about unknown keys, so a typo in a config file is an error that
+names the field rather than a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from avrsp.errors import ConfigError
+
+FusionMethod = Literal["ravf", "add", "mul", "concat", "bilinear", "mbt"]
+FUSION_METHODS: tuple[str, ...] = ("ravf", "add", "mul", "concat", "bilinear", "mbt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class InputConfig(_Strict):
+    """What one training/inference window looks like.
+
+    ``frames`` consecutive RGB frames of ``height``×``width`` pixels, and the audio around
+    them: mono at ``sample_rate`` Hz, cut into a buffer of ``audio_window_s`` seconds
+    (see :func:`avrsp.audio.audio_window`).
+    """
+
+    frames: int = Field(32, ge=1, le=512, description="T, frames per window")
+    height: int = Field(224, ge=32, le=4096, description="frame height in pixels")
+    width: int = Field(384, ge=32, le=4096, description="frame width in pixels")
+    sample_rate: int = Field(22050, ge=8000, le=192000, description="audio rate, Hz")
+    audio_window_s: float = Field(
+        1.5, gt=0.0, le=30.0, description="length of the fixed audio buffer, seconds"
+    )
+
+    @property
+    def audio_samples(self) -> int:
+        """Length of the audio buffer in samples."""
+        return round(self.audio_window_s * self.sample_rate)
+
+    @model_validator(mode="after")
+    def _audio_long_enough(self) -> InputConfig:
+        # SoundNet-8 needs enough samples to survive its pools (see avrsp.model.soundnet).
+        # S3D's three temporal down-samplings leave no time step below this (s3d.py).
+        if self.frames < MIN_FRAMES:
+            raise ValueError(f"frames: {self.frames} < {MIN_FRAMES}, the fewest S3D accepts")
+        if self.audio_samples < MIN_AUDIO_SAMPLES:
+            raise ValueError(
+                f"audio_window_s: {self.audio_window_s} s at {self.sample_rate} Hz gives "
+                f"{self.audio_samples} samples; SoundNet-8 needs at least {MIN_AUDIO_SAMPLES}"
+            )
+        return self
+
+
+# The smallest waveform for which SoundNet-8 conv1..conv7 (with its pools) still yields
+# one time step; checked by tests/test_model.py.
+MIN_AUDIO_SAMPLES = 4574
+# The fewest frames S3D's stride-2 conv and two temporal pools still map to one time step
+# (T → ⌈T/2⌉ → … : 5 → 3 → 2 → 1, while 4 → 2 → 1 → 0); checked by tests/test_model.py.
+MIN_FRAMES = 5
+
+
+class ModelConfig(_Strict):
+    """The network's switches (DESIGN §3) — everything the ablation sweeps change."""
+
+    use_audio: bool = Field(True, description="AV variant when true, V variant when false")
+    fusion: FusionMethod = Field("ravf", description="how audio and visual features meet")
+    ravf_blocks: int = Field(2, ge=1, le=12, description="N, stacked RAVF blocks")
+    heads: int = Field(4, ge=1, le=64, description="attention heads in RAVF/MBT")
+    width: int = Field(256, ge=4, le=2048, description="channels of every scale after ASPP+LIP")
+    ffn_mult: int = Field(4, ge=1, le=8, description="RAVF feed-forward expansion")
+    ms_mrg_pairs: int = Field(
+        3, ge=0, le=4, description="MS&MRG pairs (Table IV): 0 none … 4 all four scales"
+    )
+    use_ms: bool = Field(True, description="Table III switch: MS modules at the paired levels")
+    use_mrg: bool = Field(True, description="Table III switch: MRG gates at the paired levels")
+    decoder_widths: tuple[int, int, int, int] = Field(
+        (256, 128, 64, 32), description="channels of the four decoder blocks"
+    )
+    aspp_rates: tuple[int, ...] = Field(
+        (1, 2, 3), description="spatial dilation rates of the ASPP branches"
+    )
+    mbt_bottlenecks: int = Field(4, ge=1, le=64, description="bottleneck tokens for MBT")
+    audio_scale: float = Field(
+        256.0,
+        gt=0.0,
+        description="waveform in [-1, 1] is multiplied by this before SoundNet "
+        "(256 = int16 PCM / 128, the original SoundNet scaling)",
+    )
+    bn_momentum: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="S3D BatchNorm momentum; None = 0.001 with pretrained S3D weights "
+        "(torchvision's fine-tuning value), 0.1 when trained from scratch",
+    )
+    s3d_weights: Path | None = Field(None, description="local Kinetics-400 S3D file")
+    soundnet_weights: Path | None = Field(None, description="local SoundNet-8 file")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.width % self.heads:
+            raise ValueError(f"heads: {self.heads} does not divide width {self.width}")
+        if any(w < 1 for w in self.decoder_widths):
+            raise ValueError(f"decoder_widths: all must be >= 1, got {self.decoder_widths}")
+        if not self.aspp_rates or any(r < 1 for r in self.aspp_rates):
+            raise ValueError(f"aspp_rates: need one or more rates >= 1, got {self.aspp_rates}")
+        return self
+
+    def effective_bn_momentum(self) -> float:
+        """The S3D BatchNorm momentum the rule in DESIGN §3 picks."""
+        if self.bn_momentum is not None:
+            return self.bn_momentum
+        return 0.001 if self.s3d_weights is not None else 0.1
+
+
+class LossConfig(_Strict):
+    """Loss = KL + a1·CC + a2·SIM (paper eq. 19)."""
+
+    a1: float = Field(-0.1, ge=-10.0, le=10.0, description="weight of CC")
+    a2: float = Field(-0.1, ge=-10.0, le=10.0, description="weight of SIM")
+    eps: float = Field(1e-7, gt=0.0, lt=1e-2, description="guard against division by zero")
+
+
+class AVRSPConfig(_Strict):
+    """Everything that defines a model run: input, network, loss."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+    # --- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON or YAML by the file's suffix."""
+        path = Path(path)
+        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
+        path.write_text(text)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AVRSPConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> AVRSPConfig:
+        """Read a JSON or YAML config file; errors name the file and the field."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # yaml and json raise their own types
+            raise ConfigError(f"{path}: not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, **dotted: Any) -> AVRSPConfig:
+        """A copy with ``section.field=value`` overrides, e.g. ``model.heads=2``."""
+        data = self.to_dict()
+        for key, value in dotted.items():
+            section, _, field = key.partition(".")
+            if section not in data or not field:
+                raise ConfigError(f"unknown config key {key!r} (use section.field)")
+            data[section][field] = value
+        return AVRSPConfig.from_dict(data, source="overrides")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: message (got value)``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = (
+            f" (got {err['input']!r})"
+            if "input" in err and not isinstance(err["input"], dict)
+            else ""
+        )
+        parts.append(f"{loc}: {msg}{got}")
+    return "; ".join(parts)
+
+
+def paper() -> AVRSPConfig:
+    """The paper's setting: T=32 frames at 224×384, 1.5 s of 22.05 kHz audio."""
+    return AVRSPConfig()
+
+
+def tiny() -> AVRSPConfig:
+    """Small enough for two CPU cores: T=8 at 64×112, width 32, one RAVF block."""
+    return AVRSPConfig(
+        input=InputConfig(frames=8, height=64, width=112, audio_window_s=0.5),
+        model=ModelConfig(
+            width=32,
+            heads=4,
+            ravf_blocks=1,
+            ffn_mult=2,
+            decoder_widths=(32, 24, 16, 8),
+            aspp_rates=(1, 2),
+        ),
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
+
+
+def preset(name: str) -> AVRSPConfig:
+    """A fresh copy of a named preset."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
+        ) from None

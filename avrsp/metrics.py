@@ -1,0 +1,756 @@
+"""Saliency metrics as the MIT saliency benchmark / DHF1K MATLAB code defines them (DESIGN §7).
+
+Seven metrics, each a plain function of arrays: :func:`cc`, :func:`nss`, :func:`sim`,
+:func:`kld`, :func:`auc_judd`, :func:`auc_borji` and :func:`auc_shuffled`; plus
+:func:`all_metrics`, which scores a batch of frames ``[N, H, W]`` with all of them at once
+(the one implementation: the single-map functions call the same per-frame kernels).
+``docs/METRICS.md`` documents every choice; the short version:
+
+* **Inputs.** ``pred`` is the predicted map (any real dtype, any size: it is resized to the
+  ground truth's size first, as the benchmark does, see :func:`imresize`). ``gt_map`` is the
+  continuous human fixation map ``[H, W]``. ``fixations`` is the binary fixation map
+  ``[H, W]`` (nonzero = fixated; :func:`points_to_fixation_map` turns (x, y) points into
+  one). Arrays may be numpy arrays or CPU torch tensors. NaN or inf anywhere raises
+  :class:`~avrsp.errors.InputError`.
+* **Faithful arithmetic.** Float64 throughout; ``std`` divides by N−1 as MATLAB's does;
+  KLD uses ``eps = 2**-52`` as MATLAB's ``eps``; SIM min-max normalises, then divides by the
+  sum; AUC-Judd adds ``U[0, 1) / 1e7`` jitter to the (double) map before min-max
+  normalising (the DHF1K copy converts to double first, so uint8 maps are jittered too).
+* **Undefined values are NaN**, as in MATLAB: no fixations (NSS, AUCs), a constant
+  prediction (CC, NSS, SIM, AUCs), a constant non-zero ground-truth map (CC, SIM), an empty
+  "other" map (shuffled AUC).
+* **Random metrics** (AUC-Judd's jitter, AUC-Borji, shuffled AUC) take an integer ``seed``;
+  frame ``i`` of a batch draws from ``SeedSequence(seed, spawn_key=(index_offset + i, m))``
+  with ``m`` fixed per metric, so a frame's score does not depend on how a video is split
+  into batches, nor on which other metrics are computed. AUC-Borji and shuffled AUC draw
+  the per-threshold *counts* of their random samples directly (a multinomial draw for
+  sampling with replacement, a multivariate hypergeometric one for sampling without): the
+  same distribution as MATLAB's index sampling, without touching each sample.
+
+Speed: every per-frame operation is O(H·W) with no full sort; ``docs/PERFORMANCE.md``
+("Metrics") has the measured figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from avrsp.errors import InputError
+
+#: MATLAB's ``eps`` (double precision machine epsilon, 2**-52), used by ``KLdiv.m``.
+EPS = float(np.finfo(np.float64).eps)
+#: Amplitude of AUC-Judd's jitter: ``rand(size(map)) / 10000000`` in ``AUC_Judd.m``.
+JUDD_JITTER = 1e-7
+#: Keys of :func:`all_metrics`' result, in the order of the published tables.
+METRIC_NAMES = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji", "auc_shuffled")
+
+# Fixed sub-stream ids per random metric (see the module docstring).
+_STREAM_JUDD, _STREAM_BORJI, _STREAM_SHUFFLED = 1, 2, 3
+# Fine bins of the exact "how many values >= t" counter (see _count_ge).
+_FINE_BINS = 1 << 14
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+def _as_array(x: Any, name: str, ndims: Sequence[int]) -> np.ndarray:
+    """``x`` as a real numpy array with one of ``ndims`` dimensions, finite, non-empty."""
+    if hasattr(x, "detach"):  # torch tensor (CPU); avoids importing torch here
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
+    if arr.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise InputError(f"{name}: expected a {want} array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name}: empty array (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = "NaN" if np.isnan(arr).any() else "inf"
+        raise InputError(f"{name}: contains {bad} values; metrics need finite maps")
+    return arr
+
+
+def points_to_fixation_map(points: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Binary fixation map ``bool [H, W]`` from fixation points ``[K, 2]`` given as (x, y).
+
+    ``x`` is the column and ``y`` the row, 0-based, in pixels of the ``shape = (H, W)`` map;
+    non-integer coordinates are rounded to the nearest pixel (halves away from zero is not
+    needed: ``np.rint``'s halves-to-even is used and documented). Several points on one
+    pixel give one fixated pixel, as in the benchmark's binary maps. A point outside the
+    map raises :class:`InputError` (silently dropping gaze would change the scores).
+    """
+    h, w = (int(s) for s in shape)
+    if h < 1 or w < 1:
+        raise InputError(f"shape: expected a positive (H, W), got {tuple(shape)}")
+    out = np.zeros((h, w), dtype=bool)
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size == 0:
+        return out
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise InputError(f"points: expected an array [K, 2] of (x, y), got shape {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise InputError("points: contains NaN or inf coordinates")
+    xy = np.rint(pts).astype(np.int64)
+    outside = (xy[:, 0] < 0) | (xy[:, 0] >= w) | (xy[:, 1] < 0) | (xy[:, 1] >= h)
+    if outside.any():
+        first = pts[np.argmax(outside)]
+        raise InputError(
+            f"points: {int(outside.sum())} point(s) outside the {h}x{w} map, "
+            f"e.g. (x={first[0]:g}, y={first[1]:g})"
+        )
+    out[xy[:, 1], xy[:, 0]] = True
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# MATLAB's imresize (bicubic, antialiased when shrinking)
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = −0.5 (MATLAB's ``'bicubic'``)."""
+    ax = np.abs(x)
+    ax2, ax3 = ax * ax, ax * ax * ax
+    inner = (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
+    outer = (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
+    return inner + outer
+
+
+@lru_cache(maxsize=32)
+def _resize_matrix(in_len: int, out_len: int) -> np.ndarray:
+    """Dense ``[out_len, in_len]`` weights of MATLAB's bicubic ``imresize`` along one axis.
+
+    Output pixel ``x`` (1-based) samples the input at ``u = x / s + (1 − 1/s) / 2`` with
+    ``s = out_len / in_len``; when shrinking (``s < 1``) the kernel is widened by ``1/s``
+    (antialiasing, MATLAB's default). Weights are normalised to sum to 1 and taps beyond the
+    border are mirrored (``[1..n, n..1]``), as MATLAB does.
+    """
+    scale = out_len / in_len
+    width = 4.0 / scale if scale < 1 else 4.0
+    x = np.arange(1, out_len + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1.0 - 1.0 / scale)
+    left = np.floor(u - width / 2.0)
+    taps = math.ceil(width) + 2
+    idx = left[:, None] + np.arange(taps)[None, :]
+    dist = u[:, None] - idx
+    weights = scale * _cubic(scale * dist) if scale < 1 else _cubic(dist)
+    weights /= weights.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
+    cols = mirror[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
+    mat = np.zeros((out_len, in_len), dtype=np.float64)
+    np.add.at(mat, (np.repeat(np.arange(out_len), taps), cols.ravel()), weights.ravel())
+    return mat
+
+
+def imresize(maps: Any, shape: tuple[int, int]) -> np.ndarray:
+    """``imresize(map, [H W])`` of MATLAB (bicubic, antialiased), for ``[..., h, w]`` maps.
+
+    Returns float64 ``[..., H, W]``. Axes are resized one at a time, the more-shrunk axis
+    first (MATLAB's order); integer inputs are rounded and clipped to their dtype's range
+    after each pass, because MATLAB keeps the input class between passes (so a uint8
+    prediction is scored as MATLAB scores it). Same size in, same values out.
+    """
+    arr = np.asarray(maps)
+    h_out, w_out = (int(s) for s in shape)
+    h_in, w_in = arr.shape[-2], arr.shape[-1]
+    integer = np.issubdtype(arr.dtype, np.integer)
+    limits = np.iinfo(arr.dtype) if integer else None
+    out = arr.astype(np.float64)
+    if (h_in, w_in) == (h_out, w_out):
+        return out
+    scales = {-2: h_out / h_in, -1: w_out / w_in}
+    for axis in sorted(scales, key=lambda a: (scales[a], a != -2)):
+        n_in, n_out = (h_in, h_out) if axis == -2 else (w_in, w_out)
+        if n_in == n_out:
+            continue
+        mat = _resize_matrix(n_in, n_out)
+        out = np.matmul(mat, out) if axis == -2 else np.matmul(out, mat.T)
+        if limits is not None:
+            out = np.clip(np.rint(out), limits.min, limits.max)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Per-frame kernels on flat float64 arrays [P]
+
+
+class _Workspace:
+    """Scratch buffers for one frame size, reused frame after frame.
+
+    Large temporaries cost more to allocate (fresh pages, faulted in one by one) than to
+    compute with on small machines; :func:`all_metrics` keeps one workspace per call.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.centered = np.empty(size)
+        self.norm = np.empty(size)
+        self.gt = np.empty(size)
+        self.tmp1 = np.empty(size)
+        self.tmp2 = np.empty(size)
+        self.bins32 = np.empty(size, dtype=np.int32)
+        self.bins = np.empty(size, dtype=np.intp)
+        self.mask = np.empty(size, dtype=bool)
+
+
+class _Target:
+    """A ground-truth map (flat float64 ``[P]``) with its min, max and sum."""
+
+    def __init__(self, g: Any, ws: _Workspace) -> None:
+        np.copyto(ws.gt, np.ravel(g), casting="unsafe")
+        self.g = ws.gt
+        self.min = float(self.g.min())
+        self.max = float(self.g.max())
+        self.sum = float(self.g.sum())
+
+
+class _Frame:
+    """One prediction ``p`` (flat float64 ``[P]``), its fixations, and shared intermediates.
+
+    Several metrics need the same passes over the map (min/max, mean, the min-max
+    normalised map, a fine histogram of it); each is computed once, on first use, into
+    the workspace's buffers.
+    """
+
+    def __init__(self, p: np.ndarray, fix: Any, ws: _Workspace) -> None:
+        self.p = p
+        self.ws = ws
+        self.size = p.size
+        self.min = float(p.min())
+        self.max = float(p.max())
+        self.sum = float(p.sum())
+        self.constant = self.min == self.max
+        np.not_equal(np.ravel(fix), 0, out=ws.mask)
+        self.fix_idx = np.flatnonzero(ws.mask)  # fixated pixels, each once ("F > 0")
+        self.n_fix = self.fix_idx.size
+        self._ss: float | None = None
+        self._norm = False
+        self._hist: np.ndarray | None = None
+        self._sel: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def centered(self) -> tuple[np.ndarray, float]:
+        """``p − mean(p)`` and its sum of squares (shared by CC and NSS)."""
+        a = self.ws.centered
+        if self._ss is None:
+            np.subtract(self.p, self.sum / self.size, out=a)
+            self._ss = float(np.dot(a, a))
+        return a, self._ss
+
+    def normalized(self) -> np.ndarray:
+        """``(p − min) / (max − min)``, the AUCs' and SIM's first step (not for constant p)."""
+        s = self.ws.norm
+        if not self._norm:
+            np.subtract(self.p, self.min, out=s)
+            np.divide(s, self.max - self.min, out=s)
+            self._norm = True
+        return s
+
+    @staticmethod
+    def bin_of(s: np.ndarray | float) -> np.ndarray:
+        """Fine bin ``min(floor(s · B), B − 1)`` of normalised values (monotone in s)."""
+        return np.minimum(np.floor(np.asarray(s) * _FINE_BINS), _FINE_BINS - 1).astype(np.intp)
+
+    def bins(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fine bin of every pixel (intp ``[P]``) and the histogram ``[B]`` of the bins."""
+        ws = self.ws
+        if self._hist is None:
+            # float64 -> int32 -> intp: a direct float64 -> int64 cast is ~10x slower
+            # on CPUs without AVX-512, and numpy indexes fastest with intp.
+            np.multiply(self.normalized(), _FINE_BINS, out=ws.tmp1)
+            np.copyto(ws.bins32, ws.tmp1, casting="unsafe")  # truncation = floor (>= 0)
+            np.minimum(ws.bins32, _FINE_BINS - 1, out=ws.bins32)
+            np.copyto(ws.bins, ws.bins32)
+            self._hist = np.bincount(ws.bins, minlength=_FINE_BINS)
+        return ws.bins, self._hist
+
+    def select(self, flag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels whose bin is flagged, and per bin the number of unflagged pixels above it.
+
+        Returns ``(idx, above)``: ``idx`` the flat indices (ascending) of the pixels in
+        flagged bins; ``above[k]`` the number of pixels in unflagged bins ``> k``. An
+        unflagged pixel is then compared with a threshold through its bin alone. A
+        selection made for a superset of ``flag`` (see :func:`all_metrics`, which selects
+        once for AUC-Judd and AUC-Borji together) is reused: extra pixels are merely
+        compared exactly.
+        """
+        if self._sel is not None and bool(np.all(self._sel[0][flag])):
+            return self._sel[1], self._sel[2]
+        b, hist = self.bins()
+        np.take(flag, b, out=self.ws.mask)
+        idx = np.flatnonzero(self.ws.mask)
+        unflagged = np.where(flag, 0, hist)
+        above = np.zeros(_FINE_BINS, dtype=np.int64)
+        above[:-1] = np.cumsum(unflagged[::-1])[::-1][1:]
+        self._sel = (flag, idx, above)
+        return idx, above
+
+
+def _cc(fr: _Frame, gt: _Target) -> float:
+    """Pearson's CC (``CC.m``: z-score both maps, then ``corr2``)."""
+    if fr.constant or gt.min == gt.max:
+        return math.nan
+    a, ssa = fr.centered()
+    b = np.subtract(gt.g, gt.sum / gt.g.size, out=fr.ws.tmp1)
+    return float(np.dot(a, b) / math.sqrt(ssa * float(np.dot(b, b))))
+
+
+def _nss(fr: _Frame) -> float:
+    """NSS (``NSS.m``): mean of the z-scored map (std with N−1) at fixated pixels."""
+    if fr.constant or fr.size < 2 or fr.n_fix == 0:
+        return math.nan
+    a, ss = fr.centered()
+    return float(a[fr.fix_idx].mean() / math.sqrt(ss / (fr.size - 1)))
+
+
+def _sim_normalize(
+    x: np.ndarray, lo: float, hi: float, out: np.ndarray, norm: np.ndarray | None = None
+) -> np.ndarray | None:
+    """``similarity.m``'s normalisation: min-max, then divide by the sum, into ``out``.
+
+    ``norm`` is the min-max normalised map when already at hand. Returns None where MATLAB
+    gets an all-NaN map (a constant non-zero map: 0/0).
+    """
+    if lo == 0.0 and hi == 0.0:  # "zero map will remain a zero map"
+        return x
+    if lo == hi:
+        return None
+    if norm is None:
+        norm = np.subtract(x, lo, out=out)
+        np.divide(norm, hi - lo, out=norm)
+    return np.multiply(norm, 1.0 / norm.sum(), out=out)
+
+
+def _sim(fr: _Frame, gt: _Target) -> float:
+    """SIM (``similarity.m``): histogram intersection of the two normalised maps."""
+    ws = fr.ws
+    norm = None if fr.constant else fr.normalized()
+    a = _sim_normalize(fr.p, fr.min, fr.max, ws.tmp1, norm)
+    b = _sim_normalize(gt.g, gt.min, gt.max, ws.tmp2)
+    if a is None or b is None:
+        return math.nan
+    return float(np.minimum(a, b, out=ws.tmp1).sum())
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    """Natural log in place (torch's vectorised log is ~2x numpy's on CPUs without AVX-512)."""
+    torch = _torch()
+    if torch is None:
+        return np.log(x, out=x)
+    torch.from_numpy(x).log_()
+    return x
+
+
+@lru_cache(maxsize=1)
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a project dependency
+        return None
+    return torch
+
+
+def _kld(fr: _Frame, gt: _Target) -> float:
+    """KLD (``KLdiv.m``): ``sum(g · log(eps + g / (p + eps)))``, both maps summing to 1."""
+    if fr.min < 0 or gt.min < 0:
+        raise InputError(
+            "kld: maps must be non-negative (they are treated as distributions); "
+            f"got minimum {min(fr.min, gt.min):g}"
+        )
+    if gt.sum == 0.0:  # an all-zero ground truth contributes 0 · log(...) everywhere
+        return 0.0
+    ws = fr.ws
+    # Only pixels with g > 0 contribute (0 · log(eps + 0) = 0): take the log of those only.
+    np.not_equal(gt.g, 0, out=ws.mask)
+    n = int(np.count_nonzero(ws.mask))
+    q, pn = ws.tmp2[:n], ws.tmp1[:n]
+    np.compress(ws.mask, gt.g, out=q)
+    np.compress(ws.mask, fr.p, out=pn)
+    np.divide(q, gt.sum, out=q)
+    if fr.sum != 0.0:
+        np.divide(pn, fr.sum, out=pn)
+    pn += EPS
+    np.divide(q, pn, out=pn)
+    pn += EPS
+    return float(np.dot(q, _log(pn)))
+
+
+def _count_ge(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``[(values >= t).sum() for t in thresholds]`` by sorting ``values`` (small arrays)."""
+    ordered = np.sort(values)
+    return ordered.size - np.searchsorted(ordered, thresholds, side="left")
+
+
+def _trapz(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """MATLAB's ``trapz(x, y)`` along the last axis."""
+    return ((x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1])).sum(axis=-1) / 2.0
+
+
+def _auc_judd(fr: _Frame, jitter: bool, rng: np.random.Generator | None) -> float:
+    """AUC-Judd (``AUC_Judd.m``): thresholds at the fixated values, negatives all pixels.
+
+    MATLAB jitters every pixel by ``U[0, 1e-7)``, min-max normalises and, for each fixated
+    value t, counts the pixels ≥ t. Only comparisons matter, and the normalisation is
+    increasing, so we compare jittered values directly; and a pixel farther than the jitter
+    amplitude from every fixated value compares the same whatever its jitter. So only
+    pixels in fine bins within that margin of a fixated value get a jitter draw (i.i.d.
+    uniform, as in MATLAB: the same distribution of scores); the rest are counted per bin.
+    """
+    n_fix, n_pix = fr.n_fix, fr.size
+    if n_fix == 0 or n_fix == n_pix:
+        return math.nan
+    amp = JUDD_JITTER if jitter else 0.0
+    if fr.constant:
+        if not jitter:  # MATLAB's 0/0: no ordering to score
+            return math.nan
+        assert rng is not None
+        s = fr.p + rng.random(n_pix) * amp
+        if s.min() == s.max():
+            return math.nan
+        above = _count_ge(s, np.sort(s[fr.fix_idx])[::-1])
+    else:
+        flag, hi = _judd_flag(fr, amp)
+        idx, above_bin = fr.select(flag)
+        vals = fr.p[idx]
+        if jitter:
+            assert rng is not None
+            vals = vals + rng.random(idx.size) * amp
+        tj = vals[np.searchsorted(idx, fr.fix_idx)]  # the fixated pixels' jittered values
+        order = np.argsort(tj, kind="stable")[::-1]  # descending, as MATLAB sweeps
+        above = above_bin[hi[order]] + _count_ge(vals, tj[order])
+    i = np.arange(1, n_fix + 1, dtype=np.float64)
+    tp = np.concatenate([[0.0], i / n_fix, [1.0]])
+    fp = np.concatenate([[0.0], (above - i) / (n_pix - n_fix), [1.0]])
+    return float(_trapz(fp, tp))
+
+
+def _step_thresholds(step: float) -> np.ndarray:
+    """Octave's ``0:step:1`` (elements ``k·step``, the last clipped to the limit)."""
+    if not (step > 0 and math.isfinite(step)):
+        raise InputError(f"step: expected a positive number, got {step}")
+    n = math.floor(1.0 / step * (1 + 1e-10))
+    return np.minimum(np.arange(n + 1, dtype=np.float64) * step, 1.0)
+
+
+def _auc_from_counts(pos_ge: np.ndarray, n_pos: int, neg_ge: np.ndarray, n_neg: int) -> float:
+    """Mean over splits of the trapezoid AUC of ``AUC_Borji.m`` / ``AUC_shuffled.m``.
+
+    ``pos_ge [K]`` and ``neg_ge [splits, K]`` count values ≥ each ascending threshold.
+    Thresholds above every value add ROC points at (0, 0), i.e. no area, so the fixed
+    threshold grid equals MATLAB's grid cut at ``max([Sth; curfix])``.
+    """
+    splits = neg_ge.shape[0]
+    tp = np.concatenate([[0.0], pos_ge[::-1] / n_pos, [1.0]])
+    fp = np.concatenate(
+        [np.zeros((splits, 1)), neg_ge[:, ::-1] / n_neg, np.ones((splits, 1))], axis=1
+    )
+    return float(_trapz(fp, np.broadcast_to(tp, fp.shape)).mean())
+
+
+def _buckets(ge: np.ndarray, total: int) -> np.ndarray:
+    """Counts per interval ``[t_k, t_k+1)`` from counts ≥ ``t_k`` (first: below ``t_0``)."""
+    return -np.diff(np.concatenate([[total], ge, [0]]))
+
+
+def _neg_ge(counts: np.ndarray) -> np.ndarray:
+    """Counts ≥ each threshold ``[splits, K]`` from sampled bucket counts ``[splits, 1+K]``."""
+    return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+
+
+def _judd_flag(fr: _Frame, amp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fine bins within twice the jitter of a fixated value, and each fixation's top bin."""
+    t = fr.p[fr.fix_idx]
+    span = fr.max - fr.min
+    margin = 2.0 * amp
+    lo = fr.bin_of((t - margin - fr.min) / span)
+    hi = fr.bin_of((t + margin - fr.min) / span)
+    mark = np.zeros(_FINE_BINS + 1, dtype=np.int64)
+    np.add.at(mark, np.maximum(lo, 0), 1)
+    np.add.at(mark, hi + 1, -1)
+    return np.cumsum(mark[:-1]) > 0, hi
+
+
+def _threshold_flag(fr: _Frame, thresholds: np.ndarray) -> np.ndarray:
+    """Fine bins holding a positive threshold of the normalised map."""
+    flag = np.zeros(_FINE_BINS, dtype=bool)
+    flag[fr.bin_of(thresholds[thresholds > 0])] = True
+    return flag
+
+
+def _map_ge(fr: _Frame, thresholds: np.ndarray) -> np.ndarray:
+    """Number of pixels of the normalised map ≥ each threshold (exact, one histogram pass)."""
+    s = fr.normalized()
+    out = np.full(thresholds.size, fr.size, dtype=np.int64)
+    pos = thresholds > 0  # every normalised value is >= 0: no need to look
+    tb = fr.bin_of(thresholds[pos])
+    idx, above = fr.select(_threshold_flag(fr, thresholds))
+    out[pos] = above[tb] + _count_ge(s[idx], thresholds[pos])
+    return out
+
+
+def _auc_borji(
+    fr: _Frame, n_splits: int, thresholds: np.ndarray, rng: np.random.Generator
+) -> float:
+    """AUC-Borji (``AUC_Borji.m``): negatives drawn uniformly (with replacement) from all pixels.
+
+    Drawing ``Nf`` pixels with replacement puts a Multinomial(``Nf``, share of pixels in
+    each threshold interval) number of them in each interval; we draw those counts.
+    """
+    n_fix = fr.n_fix
+    if n_fix == 0 or fr.constant:
+        return math.nan
+    pos_ge = _count_ge(fr.normalized()[fr.fix_idx], thresholds)
+    probs = _buckets(_map_ge(fr, thresholds), fr.size) / fr.size
+    counts = rng.multinomial(n_fix, probs, size=n_splits)
+    return _auc_from_counts(pos_ge, n_fix, _neg_ge(counts), n_fix)
+
+
+def _auc_shuffled(
+    fr: _Frame,
+    other_idx: np.ndarray,
+    n_splits: int,
+    thresholds: np.ndarray,
+    rng: np.random.Generator,
+) -> float:
+    """Shuffled AUC (``AUC_shuffled.m``): negatives drawn without replacement from ``other``.
+
+    ``randperm`` then the first ``min(Nf, #other)`` locations is sampling without
+    replacement: multivariate-hypergeometric counts per threshold interval.
+    """
+    n_fix = fr.n_fix
+    if n_fix == 0 or fr.constant:
+        return math.nan
+    n_neg = min(n_fix, other_idx.size)
+    if n_neg == 0:  # MATLAB: 0/0 false positive rates
+        return math.nan
+    s = fr.normalized()
+    pos_ge = _count_ge(s[fr.fix_idx], thresholds)
+    colors = _buckets(_count_ge(s[other_idx], thresholds), other_idx.size)
+    counts = rng.multivariate_hypergeometric(colors, n_neg, size=n_splits)
+    return _auc_from_counts(pos_ge, n_fix, _neg_ge(counts), n_neg)
+
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, stream)))
+
+
+# ---------------------------------------------------------------------------------------
+# Public single-map API
+
+
+def _pred_frame(pred: Any, shape: tuple[int, int], fix: np.ndarray | None = None) -> _Frame:
+    p = _as_array(pred, "pred", (2,))
+    flat = imresize(p, shape).ravel()
+    ws = _Workspace(flat.size)
+    return _Frame(flat, np.zeros(flat.size, dtype=bool) if fix is None else fix, ws)
+
+
+def _pred_and_target(pred: Any, gt_map: Any) -> tuple[_Frame, _Target]:
+    g = _target(gt_map, "gt_map")
+    fr = _pred_frame(pred, g.shape)
+    return fr, _Target(g, fr.ws)
+
+
+def _target(x: Any, name: str) -> np.ndarray:
+    return _as_array(x, name, (2,))
+
+
+def cc(pred: Any, gt_map: Any) -> float:
+    """Pearson's linear correlation coefficient between ``pred`` and ``gt_map [H, W]``.
+
+    ``CC.m``: the prediction is resized to ``gt_map``'s size, both maps z-scored, and
+    ``corr2`` taken. In [−1, 1]; NaN if either map is constant.
+    """
+    return _cc(*_pred_and_target(pred, gt_map))
+
+
+def nss(pred: Any, fixations: Any) -> float:
+    """Normalised scanpath saliency: mean z-scored ``pred`` at the fixated pixels.
+
+    ``NSS.m``: ``pred`` resized to the fixation map's size, z-scored with MATLAB's ``std``
+    (N−1 denominator), averaged over pixels where ``fixations [H, W]`` is nonzero (each
+    fixated pixel once). NaN without fixations or for a constant prediction.
+    """
+    f = _target(fixations, "fixations")
+    return _nss(_pred_frame(pred, f.shape, f))
+
+
+def sim(pred: Any, gt_map: Any) -> float:
+    """Similarity (histogram intersection) of ``pred`` and ``gt_map [H, W]``, in [0, 1].
+
+    ``similarity.m``: each map min-max normalised, then divided by its sum (an all-zero map
+    stays zero), then ``sum(min(a, b))``. NaN if a map is constant and non-zero.
+    """
+    return _sim(*_pred_and_target(pred, gt_map))
+
+
+def kld(pred: Any, gt_map: Any) -> float:
+    """KL divergence of ``pred`` from ``gt_map [H, W]`` (lower is better).
+
+    ``KLdiv.m``: both maps divided by their sums (an all-zero map stays zero), then
+    ``sum(g · log(eps + g / (p + eps)))`` with ``eps = 2**-52``. Maps must be non-negative.
+    """
+    return _kld(*_pred_and_target(pred, gt_map))
+
+
+def auc_judd(pred: Any, fixations: Any, jitter: bool = True, seed: int = 0) -> float:
+    """AUC-Judd: ROC area with thresholds at the fixated values, all pixels as negatives.
+
+    ``AUC_Judd.m`` (DHF1K copy): ``pred`` resized, converted to double, jittered by
+    ``U[0, 1) / 1e7`` when ``jitter`` (to break ties; in the map's own units), min-max
+    normalised; for the i-th largest fixated value t, TP rate ``i / Nf`` and FP rate
+    ``(#{S >= t} − i) / (Npix − Nf)``; trapezoid area. NaN without fixations, or when the
+    map is constant after jittering.
+    """
+    f = _target(fixations, "fixations")
+    rng = _rng(seed, 0, _STREAM_JUDD) if jitter else None
+    return _auc_judd(_pred_frame(pred, f.shape, f), jitter, rng)
+
+
+def auc_borji(
+    pred: Any, fixations: Any, n_splits: int = 100, step: float = 0.1, seed: int = 0
+) -> float:
+    """AUC-Borji: ROC area against as many uniformly random pixels as fixations.
+
+    ``AUC_Borji.m``: ``pred`` resized and min-max normalised; thresholds ``0:step:1``; for
+    each of ``n_splits`` splits, ``Nf`` pixels drawn with replacement serve as negatives;
+    the mean trapezoid area over splits. NaN without fixations or for a constant map.
+    """
+    f = _target(fixations, "fixations")
+    _check_splits(n_splits)
+    return _auc_borji(
+        _pred_frame(pred, f.shape, f),
+        n_splits,
+        _step_thresholds(step),
+        _rng(seed, 0, _STREAM_BORJI),
+    )
+
+
+def auc_shuffled(
+    pred: Any,
+    fixations: Any,
+    other_fixations: Any,
+    n_splits: int = 100,
+    step: float = 0.1,
+    seed: int = 0,
+) -> float:
+    """Shuffled AUC: ROC area against fixated pixels of *other* images as negatives.
+
+    ``AUC_shuffled.m``: like :func:`auc_borji`, but each split draws
+    ``min(Nf, #other)`` negatives without replacement from the pixels where
+    ``other_fixations [H, W]`` (the union of other frames' fixation maps, same size) is
+    nonzero. NaN without fixations, with an empty ``other_fixations`` or a constant map.
+    """
+    f = _target(fixations, "fixations")
+    o = _target(other_fixations, "other_fixations")
+    if o.shape != f.shape:
+        raise InputError(
+            f"other_fixations: shape {o.shape} differs from fixations' shape {f.shape}"
+        )
+    _check_splits(n_splits)
+    return _auc_shuffled(
+        _pred_frame(pred, f.shape, f),
+        np.flatnonzero(o),
+        n_splits,
+        _step_thresholds(step),
+        _rng(seed, 0, _STREAM_SHUFFLED),
+    )
+
+
+def _check_splits(n_splits: int) -> None:
+    if int(n_splits) != n_splits or n_splits < 1:
+        raise InputError(f"n_splits: expected a positive integer, got {n_splits}")
+
+
+# ---------------------------------------------------------------------------------------
+# Batched API
+
+
+def all_metrics(
+    preds: Any,
+    gt_maps: Any,
+    fixations: Any,
+    other: Any = None,
+    *,
+    jitter: bool = True,
+    n_splits: int = 100,
+    step: float = 0.1,
+    seed: int = 0,
+    index_offset: int = 0,
+    chunk: int = 16,
+) -> dict[str, np.ndarray]:
+    """All seven metrics for a batch of frames; each value is float64 ``[N]``.
+
+    Args:
+        preds: predicted maps ``[N, h, w]`` (resized to ``[H, W]`` as MATLAB's ``imresize``).
+        gt_maps: continuous ground-truth maps ``[N, H, W]`` (CC, SIM, KLD).
+        fixations: binary fixation maps ``[N, H, W]``, nonzero = fixated (NSS, AUCs).
+        other: for shuffled AUC, the "other" fixation map: ``[H, W]`` shared by all frames
+            or ``[N, H, W]`` per frame. ``None`` leaves ``"auc_shuffled"`` out of the result.
+        jitter, n_splits, step: as in :func:`auc_judd` / :func:`auc_borji`.
+        seed: frame ``i`` uses the streams of frame index ``index_offset + i`` (so scoring a
+            video in several calls with the right offsets gives the same numbers as one call).
+        chunk: frames resized at a time (bounds memory; does not change results).
+
+    Returns:
+        ``{"cc", "nss", "sim", "kld", "auc_judd", "auc_borji"[, "auc_shuffled"]}``; frame
+        ``i`` equals the single-map functions' value for ``seed`` when ``index_offset + i``
+        is 0 (e.g. ``all_metrics(p[None], ...)["auc_borji"][0] == auc_borji(p, ...)``).
+    """
+    p_all = _as_array(preds, "preds", (3,))
+    g_all = _as_array(gt_maps, "gt_maps", (3,))
+    f_all = _as_array(fixations, "fixations", (3,))
+    n = p_all.shape[0]
+    if g_all.shape != f_all.shape or g_all.shape[0] != n:
+        raise InputError(
+            f"preds/gt_maps/fixations: batch shapes differ: preds {p_all.shape}, "
+            f"gt_maps {g_all.shape}, fixations {f_all.shape} (need [N, ...] with the same N "
+            "and gt_maps and fixations of one size)"
+        )
+    shape = (g_all.shape[1], g_all.shape[2])
+    o_all = None
+    if other is not None:
+        o_all = _as_array(other, "other", (2, 3))
+        if o_all.shape[-2:] != shape or (o_all.ndim == 3 and o_all.shape[0] != n):
+            raise InputError(
+                f"other: shape {o_all.shape} does not fit fixations {f_all.shape} "
+                "(need [H, W] or [N, H, W])"
+            )
+    _check_splits(n_splits)
+    thresholds = _step_thresholds(step)
+    names = [m for m in METRIC_NAMES if o_all is not None or m != "auc_shuffled"]
+    out = {m: np.full(n, math.nan) for m in names}
+    shared_other = np.flatnonzero(o_all) if o_all is not None and o_all.ndim == 2 else None
+    ws = _Workspace(shape[0] * shape[1])
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        p_chunk = imresize(p_all[start:stop], shape)
+        for j in range(stop - start):
+            i = start + j
+            idx = index_offset + i
+            fr = _Frame(p_chunk[j].ravel(), f_all[i], ws)
+            g = _Target(g_all[i], ws)
+            out["cc"][i] = _cc(fr, g)
+            out["nss"][i] = _nss(fr)
+            out["sim"][i] = _sim(fr, g)
+            out["kld"][i] = _kld(fr, g)
+            if not fr.constant and fr.n_fix > 0:  # one pixel selection for both AUCs
+                amp = JUDD_JITTER if jitter else 0.0
+                fr.select(_judd_flag(fr, amp)[0] | _threshold_flag(fr, thresholds))
+            rng_j = _rng(seed, idx, _STREAM_JUDD) if jitter else None
+            out["auc_judd"][i] = _auc_judd(fr, jitter, rng_j)
+            out["auc_borji"][i] = _auc_borji(
+                fr, n_splits, thresholds, _rng(seed, idx, _STREAM_BORJI)
+            )
+            if o_all is not None:
+                o = shared_other if shared_other is not None else np.flatnonzero(o_all[i])
+                out["auc_shuffled"][i] = _auc_shuffled(
+                    fr, o, n_splits, thresholds, _rng(seed, idx, _STREAM_SHUFFLED)
+                )
+    return out

@@ -1,0 +1,34 @@
+"""Saliency decoder (paper §III-D): four blocks of convolution + up-sampling.
+
+Block k takes the previous block's output (up-sampled to level k's size) concatenated with
+level k's skip feature, convolves, and hands on. The last block's output goes through a
+1×1×1 convolution to one channel, is averaged over its remaining time steps, up-sampled
+to the input's H×W and passed through a sigmoid: a non-negative map of the window's last
+frame, ``[B, H, W]`` in (0, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avrsp.model.aspp import conv_bn_relu
+from avrsp.model.multiscale import resample
+
+
+class SaliencyDecoder(nn.Module):
+    def __init__(self, width: int, widths: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        ins = (width, widths[0] + width, widths[1] + width, widths[2] + width)
+        self.blocks = nn.ModuleList(conv_bn_relu(i, o) for i, o in zip(ins, widths, strict=True))
+        self.head = nn.Conv3d(widths[3], 1, 1)
+
+    def forward(self, skips: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        """``skips`` = level 0 (bottom) … level 3 features ``[B, d, t, h, w]`` → ``[B, H, W]``."""
+        x = self.blocks[0](skips[0])
+        for block, skip in zip(self.blocks[1:], skips[1:], strict=True):
+            x = block(torch.cat([resample(x, skip.shape[2:]), skip], dim=1))
+        logits = self.head(x).mean(dim=2)  # [B, 1, h, w], averaged over time
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits[:, 0])

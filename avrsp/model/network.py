@@ -1,0 +1,148 @@
+"""AVRSP, the whole network (paper Fig. 2), assembled from the component modules.
+
+Data flow for one window (shapes at the ``paper`` preset, d = ``ModelConfig.width``):
+
+1. ``frames [B, 3, 32, 224, 384]`` in [0, 1] → [-1, 1] → S3D taps X3…X0
+   (:mod:`avrsp.model.s3d`) → ASPP+LIP per tap → four scales with d channels.
+2. ``audio [B, S]`` in [-1, 1] → × ``audio_scale`` → SoundNet-8 conv1–7 ``[B, 1024, L]``
+   → linear → audio tokens ``[B, L, d]`` (AV variant only).
+3. X0 as tokens ``[B, t·h·w, d]`` fused with the audio tokens (RAVF or a Table V
+   baseline) → F_av. The V variant skips this step (F_av = X0).
+4. With p = ``ms_mrg_pairs``, the p highest-resolution levels (X3 first, Table IV) get an
+   MS module and an MRG gate. The MRG chain runs from level 0 upwards through the levels
+   that have a pair: F ← MRG(F, X̃^l). Decoder skips: level 0 gets F_av (or its gated form
+   when level 0 has a pair); level l ≥ 1 gets X̃^l + F_gated^l where it has a pair, the
+   plain X^l where it has none.
+
+   Table III switches (``use_ms``, ``use_mrg``, both on by default): with ``use_ms=False``
+   no MS module is built and the paired levels use the plain X^l wherever X̃^l would be
+   used. With ``use_mrg=False`` no MRG gate is built and nothing is gated: level 0 gets
+   F_av, a paired level l ≥ 1 gets X̃^l alone. X̃^0 only feeds MRG, so with
+   ``use_mrg=False`` level 0 gets no MS module either (it would have no consumer).
+5. Decoder → ``[B, 224, 384]`` non-negative map of the last frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avrsp.config import MIN_FRAMES, AVRSPConfig, ModelConfig
+from avrsp.errors import InputError
+from avrsp.model.aspp import StageHead
+from avrsp.model.decoder import SaliencyDecoder
+from avrsp.model.fusion import build_fusion
+from avrsp.model.multiscale import MRG, MS
+from avrsp.model.s3d import TAP_CHANNELS, S3DEncoder
+from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
+
+LEVELS = 4
+
+
+def paired_levels(pairs: int) -> list[int]:
+    """Levels (0 = X0 … 3 = X3) that get an MS&MRG pair: the ``pairs`` highest-resolution ones.
+
+    Table IV: 1 pair → X3; 2 → X3, X2; 3 → X3, X2, X1; 4 → all four.
+    """
+    return list(range(LEVELS - pairs, LEVELS))
+
+
+class AVRSP(nn.Module):
+    """``forward(frames [B, 3, T, H, W] in [0, 1], audio [B, S] | None) → [B, H, W]``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.uses_audio = config.use_audio
+        width = config.width
+        self.visual = S3DEncoder(bn_momentum=config.effective_bn_momentum())
+        # stage_heads[i] processes tap i of [X3, X2, X1, X0].
+        self.stage_heads = nn.ModuleList(
+            StageHead(c, width, config.aspp_rates) for c in TAP_CHANNELS
+        )
+        self.audio: SoundNet8 | None = None
+        self.audio_proj: nn.Linear | None = None
+        self.fusion: nn.Module | None = None
+        if config.use_audio:
+            self.audio = SoundNet8()
+            self.audio_proj = nn.Linear(OUT_CHANNELS, width)
+            self.fusion = build_fusion(
+                config.fusion,
+                width,
+                config.heads,
+                config.ravf_blocks,
+                config.ffn_mult,
+                config.mbt_bottlenecks,
+            )
+        self.levels = paired_levels(config.ms_mrg_pairs)
+        ms_levels = [lv for lv in self.levels if config.use_ms and (config.use_mrg or lv > 0)]
+        self.ms = nn.ModuleDict(
+            {str(lv): MS(width, has_higher=lv < LEVELS - 1, has_lower=lv > 0) for lv in ms_levels}
+        )
+        mrg_levels = self.levels if config.use_mrg else []
+        self.mrg = nn.ModuleDict({str(lv): MRG(width) for lv in mrg_levels})
+        self.decoder = SaliencyDecoder(width, config.decoder_widths)
+
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        if frames.ndim != 5 or frames.shape[1] != 3:
+            raise InputError(f"frames must be [B, 3, T, H, W], got {tuple(frames.shape)}")
+        if frames.shape[2] < MIN_FRAMES:
+            raise InputError(f"frames: T={frames.shape[2]} < {MIN_FRAMES}, the fewest S3D accepts")
+        out_size = (frames.shape[-2], frames.shape[-1])
+        taps = self.visual(frames * 2.0 - 1.0)
+        # by level: 0 = X0 (lowest resolution) … 3 = X3
+        x = {
+            LEVELS - 1 - i: head(tap)
+            for i, (head, tap) in enumerate(zip(self.stage_heads, taps, strict=True))
+        }
+        # X̃^l at the paired levels (X^l where MS is switched off)
+        enhanced = {
+            lv: self.ms[str(lv)](x[lv], higher=x.get(lv + 1), lower=x.get(lv - 1))
+            if str(lv) in self.ms
+            else x[lv]
+            for lv in self.levels
+        }
+        fused = self._fuse(x[0], audio)
+        skips: list[torch.Tensor] = []
+        for lv in range(LEVELS):
+            if lv in enhanced and str(lv) in self.mrg:
+                fused = self.mrg[str(lv)](fused, enhanced[lv])
+                skips.append(fused if lv == 0 else enhanced[lv] + fused)
+            elif lv in enhanced:  # MRG off: nothing gated, X̃^l alone
+                skips.append(fused if lv == 0 else enhanced[lv])
+            else:
+                skips.append(fused if lv == 0 else x[lv])
+        return self.decoder(skips, out_size)
+
+    def _fuse(self, x0: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
+        if self.fusion is None:
+            return x0
+        if audio is None:
+            raise InputError(
+                "this is an audio-visual model (use_audio=true): pass the audio window "
+                "(zeros for a silent video)"
+            )
+        if audio.ndim != 2 or audio.shape[0] != x0.shape[0]:
+            raise InputError(
+                f"audio must be [B, samples] with B={x0.shape[0]}, got {tuple(audio.shape)}"
+            )
+        b, c, t, h, w = x0.shape
+        feats = self.audio(audio * self.config.audio_scale)  # [B, 1024, L]
+        audio_tokens = self.audio_proj(feats.transpose(1, 2))  # [B, L, d]
+        tokens = self.fusion(x0.flatten(2).transpose(1, 2), audio_tokens)  # [B, t·h·w, d]
+        return tokens.transpose(1, 2).reshape(b, c, t, h, w)
+
+
+def build_model(config: AVRSPConfig | ModelConfig) -> AVRSP:
+    """The network for a config (an :class:`AVRSPConfig` or its ``model`` part).
+
+    Pretrained backbone files named in the config (``s3d_weights``, ``soundnet_weights``)
+    are loaded strictly; a file that does not fit raises :class:`~avrsp.errors.WeightsError`.
+    """
+    model_config = config.model if isinstance(config, AVRSPConfig) else config
+    model = AVRSP(model_config)
+    if model_config.s3d_weights is not None or model_config.soundnet_weights is not None:
+        from avrsp.weights import load_pretrained
+
+        load_pretrained(model, model_config.s3d_weights, model_config.soundnet_weights)
+    return model

@@ -1,0 +1,675 @@
+"""Decoding videos with ffmpeg: probing, frames at the model size, mono audio (DESIGN §5).
+
+Every command is an argv list built by ffmpeg-python and run without a shell, so file
+names never pass through a shell. The executable is :func:`ffmpeg_exe`: ``$AVRSP_FFMPEG``
+if set, else the system ``ffmpeg``, else the static binary inside the ``imageio-ffmpeg``
+wheel. That wheel has no ``ffprobe``, so :func:`probe` uses ``ffmpeg`` alone (works with
+Debian's ffmpeg 5.1 and the wheel's 7.x–9.x builds):
+
+- one *stream-copy* pass into ffmpeg's ``framecrc`` muxer: the packets of the first video
+  stream are read but not decoded (fast: no decoding), and the muxer prints one line per
+  packet with its timestamps in a machine-readable table (``#tb``, ``#dimensions``
+  header lines, then ``stream, dts, pts, duration, size, crc``). From it come the exact
+  frame count, the frame size, the time of the first and the end of the last frame, and
+  whether the frame rate is variable;
+- the ``Input #0`` description ffmpeg prints on stderr of the same process gives what
+  the packet table does not: the container duration, the nominal frame rate, the
+  rotation, and the first audio stream (rate and channel layout).
+
+Time alignment (avrsp/audio.py's convention: frame ``k`` is centred at ``k / fps``,
+audio sample ``s`` sits at ``s / sample_rate``) uses one clock whose zero is the start of
+the first video frame:
+
+- ``decode_frames(path, size)`` (no ``fps``) returns every decoded frame once, in order.
+  For a constant-rate file frame ``k`` is at ``k / info.fps``.
+- ``decode_frames(path, size, fps=F)`` returns a constant-rate sequence: output frame
+  ``k`` is the native frame on screen at ``k / F`` — precisely, the latest frame whose
+  time ``t`` (from the first frame) satisfies ``round(t * F) <= k`` (ffmpeg's ``fps``
+  filter with ``round=near``, so a CFR file converted to its own rate keeps every frame
+  even with timestamp jitter below half a frame). There are exactly
+  :meth:`MediaInfo.cfr_frame_count` frames: every ``k`` with ``k / F`` before the end of
+  the last native frame. Gaze samples with a time ``t`` belong to frame
+  :func:`frame_at_time` ``= round(t * F)``. Variable-frame-rate files must be decoded
+  this way (``info.variable_frame_rate``).
+- ``decode_audio`` returns mono samples on the same clock: audio that starts before the
+  first video frame is cut, audio that starts later is preceded by silence.
+
+Policies:
+
+- A *truncated* file (ffmpeg reports a read error and the video stream ends well before
+  the container's declared duration) is an :class:`InputError`, not a decoded prefix:
+  the dataset job names failing videos rather than writing silently fewer frames. ffmpeg
+  detects truncation only where the container declares what is missing (an MP4 without
+  its ``moov`` index cannot be opened at all; a faststart MP4 cut short declares the full
+  duration); a stream cut at a packet boundary in a container without duration (e.g. a
+  streamed Matroska file) decodes as the shorter video it is.
+- Decoding a CFR sequence may come out one or two frames short at the end (ffmpeg 5.1's
+  ``fps`` filter drops the last frame's duration); the last frame is then repeated up to
+  the documented count. A larger shortfall is an :class:`InputError`.
+- Mono downmix: ffmpeg's resampler with ``rematrix_maxval=1``, i.e. a normalised weighted
+  average of the channels (stereo: ``(L + R) / 2``; 5.1: the ITU-style front, centre and
+  surround weights, normalised; the LFE channel is left out as in ffmpeg's default
+  matrix). It never clips.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ffmpeg as ffmpeg_python
+import numpy as np
+
+from avrsp.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_NOPTS = -(2**63)
+# Frames a CFR decode may come out short at the end before it counts as truncation.
+_SHORT_TOLERANCE = 2
+_PATTERN = re.compile(r"%0?\d*d")
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg executable: ``$AVRSP_FFMPEG``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's."""
+    chosen = os.environ.get("AVRSP_FFMPEG")
+    if chosen:
+        if shutil.which(chosen) is None:
+            raise InputError(f"AVRSP_FFMPEG={chosen}: not an executable file")
+        return chosen
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - a dependency of the project
+        raise InputError("no ffmpeg: install ffmpeg or the imageio-ffmpeg package") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def frame_at_time(t: float | np.ndarray, fps: float) -> int | np.ndarray:
+    """The 0-based frame shown at ``t`` seconds of a CFR sequence: ``round(t * fps)``.
+
+    Frame ``k`` is centred at ``k / fps`` and covers ``[(k - ½) / fps, (k + ½) / fps)``
+    (avrsp/audio.py); halves round up.
+    """
+    value = np.floor(np.asarray(t, dtype=np.float64) * fps + 0.5).astype(np.int64)
+    return int(value) if value.ndim == 0 else value
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` learns about a video.
+
+    ``width``/``height`` are the displayed frame size (rotation applied); ``fps`` is the
+    nominal (average) frame rate; ``duration_s`` the container's duration, else the video
+    stream's span; ``frame_count`` the number of video frames. ``start_s`` is the first
+    frame's time on ffmpeg's clock (0 = the earliest stream start; a video that starts
+    after its audio has ``start_s > 0``); ``video_duration_s`` is the span from the start
+    of the first frame to the end of the last.
+    """
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    duration_s: float | None
+    frame_count: int | None
+    has_audio: bool
+    audio_channels: int
+    audio_rate: int | None
+    variable_frame_rate: bool
+    start_s: float = 0.0
+    video_duration_s: float | None = None
+
+    def cfr_frame_count(self, fps: float) -> int:
+        """Frames that ``decode_frames(..., fps=fps)`` returns: every ``k`` with
+        ``k / fps < video_duration_s``."""
+        _check_fps(fps)
+        span = self.video_duration_s
+        if span is None:
+            span = (self.frame_count or 0) / self.fps
+        # Timestamps are rounded to the stream's time base: an end within 5 % of a frame
+        # past k / fps does not make frame k.
+        return max(1, math.ceil(span * fps - 0.05)) if span > 0 else 0
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One input to ffmpeg: a file, or an image sequence (``img_%05d.jpg``)."""
+
+    name: str  # as the caller gave it, for messages
+    url: str  # absolute path handed to ffmpeg
+    input_args: dict[str, Any]
+    is_sequence: bool
+
+
+def _source(
+    path: str | Path, frames_dir_pattern: str | None = None, fps: float | None = None
+) -> _Source:
+    """Resolve ``path`` (a file, or a folder + ``frames_dir_pattern``, or a pattern)."""
+    if frames_dir_pattern is not None:
+        pattern = Path(path) / frames_dir_pattern
+    elif _PATTERN.search(Path(path).name) and not Path(path).exists():
+        pattern = Path(path)
+    else:
+        pattern = None
+    if pattern is not None:
+        if not pattern.parent.is_dir():
+            raise InputError(f"{pattern}: frame folder {pattern.parent} does not exist")
+        # An absolute path: a name like "a:b" must not read as a protocol.
+        args: dict[str, Any] = {"format": "image2"}
+        if fps is not None:
+            _check_fps(fps)
+            args["framerate"] = f"{fps:.10g}"
+        return _Source(str(pattern), str(pattern.absolute()), args, True)
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"{file}: file not found")
+    if not file.is_file():
+        raise InputError(f"{file}: not a file")
+    return _Source(str(file), str(file.absolute()), {}, False)
+
+
+def _check_fps(fps: float) -> None:
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise InputError(f"fps must be a positive number, got {fps!r}")
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _cmd(loglevel: str) -> list[str]:
+    # "level" prefixes every log line with [error]/[info]…, which is what we parse.
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", f"level+{loglevel}"]
+
+
+def _run(stream: Any, loglevel: str) -> tuple[int, bytes, str]:
+    """Run a compiled ffmpeg-python graph to completion: (exit code, stdout, stderr)."""
+    try:
+        proc = stream.run_async(cmd=_cmd(loglevel), pipe_stdout=True, pipe_stderr=True)
+    except OSError as exc:
+        raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
+    out, err = proc.communicate()
+    return proc.returncode, out, err.decode("utf-8", errors="replace")
+
+
+_LINE = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-fA-F]+\] )?(?:\[(?P<level>[a-z]+)\] )?(?P<msg>.*)$")
+
+
+def _log_lines(stderr: str) -> list[tuple[str, str]]:
+    """``(level, message)`` per stderr line (level '' where ffmpeg printed none)."""
+    lines = []
+    for raw in stderr.splitlines():
+        m = _LINE.match(raw)
+        assert m is not None  # the pattern matches any line
+        lines.append((m.group("level") or "", m.group("msg")))
+    return lines
+
+
+def _errors(lines: list[tuple[str, str]]) -> list[str]:
+    return [msg.strip() for level, msg in lines if level in ("error", "fatal", "panic")]
+
+
+def _reason(errors: list[str], fallback: str) -> str:
+    """The most telling ffmpeg error line, without its file-name prefix."""
+    useful = [
+        e for e in errors if e and not e.startswith(("Error opening input file", "Conversion"))
+    ]
+    text = (useful or errors or [fallback])[-1]
+    return re.sub(r"^.*?: (?=[A-Z])", "", text) if ": " in text else text
+
+
+def _failure(src: _Source, errors: list[str], what: str) -> InputError:
+    reason = _reason(errors, f"ffmpeg failed while {what}")
+    if "Invalid data found" in reason or "moov atom not found" in " ".join(errors):
+        detail = "not a video file ffmpeg can read, or the file is damaged/truncated"
+        return InputError(f"{src.name}: {detail} ({reason})")
+    if "No such file" in reason:
+        return InputError(f"{src.name}: file not found ({reason})")
+    return InputError(f"{src.name}: ffmpeg failed while {what} ({reason})")
+
+
+# --------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What one stream-copy pass over a source tells."""
+
+    duration_s: float | None
+    video: str | None  # the first (non-cover-art) video stream's description
+    audio: str | None  # the first audio stream's description
+    rotation: float
+    dims: tuple[int, int] | None  # (width, height) from the packet table
+    times: np.ndarray  # [N] presentation times of the video packets, seconds, sorted
+    last_duration: float  # duration of the last frame, seconds (0 where unknown)
+    tick: float  # time base of the video packets, seconds
+    packets: int
+    errors: list[str]
+
+
+def _scan(src: _Source) -> _Scan:
+    graph = ffmpeg_python.input(src.url, **src.input_args)["V:0?"].output(
+        "pipe:", c="copy", f="framecrc"
+    )
+    rc, out, err = _run(graph, "info")
+    lines = _log_lines(err)
+    errors = _errors(lines)
+    section = _input_section(lines)
+    if section is None:
+        raise _failure(src, errors, "opening it")
+    duration = _duration(section)
+    video = next(
+        (s for kind, s in _streams(section) if kind == "Video" and "attached pic" not in s), None
+    )
+    audio = next((s for kind, s in _streams(section) if kind == "Audio"), None)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", "\n".join(section))
+    rotation = float(rot.group(1)) if rot else 0.0
+    if video is None:
+        return _Scan(duration, None, audio, rotation, None, np.zeros(0), 0.0, 0.0, 0, errors)
+    if rc != 0:
+        raise _failure(src, errors, "reading the video stream")
+    tb, dims, pts, dur = _packet_table(out.decode("ascii", errors="replace"))
+    packets = len(pts)
+    valid = pts != _NOPTS
+    if packets and valid.all():
+        order = np.argsort(pts, kind="stable")
+        times = pts[order] * tb
+        last_duration = float(dur[order[-1]]) * tb
+    else:
+        times = np.zeros(0)  # raw streams carry no timestamps: CFR is assumed below
+        last_duration = 0.0
+    return _Scan(duration, video, audio, rotation, dims, times, last_duration, tb, packets, errors)
+
+
+def _input_section(lines: list[tuple[str, str]]) -> list[str] | None:
+    """The indented lines ffmpeg prints under ``Input #0, …`` (None when it never opened)."""
+    section: list[str] | None = None
+    for _, msg in lines:
+        if section is None:
+            if msg.startswith("Input #0"):
+                section = []
+        elif msg.startswith(" "):
+            section.append(msg)
+        else:
+            break
+    return section
+
+
+def _duration(section: list[str]) -> float | None:
+    for line in section:
+        m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", line)
+        if m:
+            h, mi, s = m.groups()
+            return int(h) * 3600 + int(mi) * 60 + float(s)
+    return None
+
+
+def _streams(section: list[str]) -> list[tuple[str, str]]:
+    found = []
+    for line in section:
+        m = re.search(r"Stream #0:\d+\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)", line)
+        if m:
+            found.append((m.group(1), m.group(2)))
+    return found
+
+
+def _packet_table(
+    text: str,
+) -> tuple[float, tuple[int, int] | None, np.ndarray, np.ndarray]:
+    """framecrc output → (time base s, (w, h), pts [N], duration [N]) of stream 0."""
+    tb, dims = 1.0, None
+    rows: list[tuple[int, int, int]] = []
+    for line in text.splitlines():
+        if line.startswith("#tb 0:"):
+            num, den = line.split(":", 1)[1].strip().split("/")
+            tb = int(num) / int(den)
+        elif line.startswith("#dimensions 0:"):
+            w, h = line.split(":", 1)[1].strip().split("x")
+            dims = (int(w), int(h))
+        elif line and not line.startswith("#"):
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 5 and parts[0] == "0":
+                rows.append((int(parts[2]), int(parts[3])))
+    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    return tb, dims, arr[:, 0], arr[:, 1]
+
+
+_LAYOUT_CHANNELS = {
+    "mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8,
+    "hexadecagonal": 16, "cube": 8, "22.2": 24,
+}  # fmt: skip
+
+
+def _audio_format(desc: str) -> tuple[int | None, int]:
+    """(sample rate, channels) from an ffmpeg audio stream description."""
+    rate_m = re.search(r"(\d+) Hz", desc)
+    rate = int(rate_m.group(1)) if rate_m else None
+    channels = 0
+    lay = re.search(r"\d+ Hz, ([^,]+)", desc)
+    if lay:
+        name = lay.group(1).strip()
+        base = name.split("(")[0].strip()
+        if m := re.fullmatch(r"(\d+) channels", base):
+            channels = int(m.group(1))
+        elif base in _LAYOUT_CHANNELS:
+            channels = _LAYOUT_CHANNELS[base]
+        elif re.fullmatch(r"\d+(\.\d+)+", base):  # "5.1", "7.1", "5.1.2": sum of the parts
+            channels = sum(int(p) for p in base.split("."))
+    return rate, channels
+
+
+def _nominal_fps(desc: str) -> float | None:
+    for unit in ("fps", "tbr"):
+        m = re.search(rf"([\d.]+)(k?) {unit}\b", desc)
+        if m:
+            value = float(m.group(1)) * (1000.0 if m.group(2) else 1.0)
+            if value > 0:
+                return value
+    return None
+
+
+def probe(path: str | Path, *, frames_dir_pattern: str | None = None) -> MediaInfo:
+    """Inspect a video (or an image sequence) without decoding it (module docstring).
+
+    Raises :class:`InputError` naming the file for a missing, non-video, damaged or
+    truncated file, or one without a video stream.
+    """
+    return _probe_source(_source(path, frames_dir_pattern))
+
+
+def _probe_source(src: _Source) -> MediaInfo:
+    if src.is_sequence:
+        return _probe_sequence(src)
+    scan = _scan(src)
+    if scan.video is None:
+        kinds = "audio only" if scan.audio else "no streams ffmpeg can decode"
+        raise InputError(f"{src.name}: no video stream ({kinds})")
+    if scan.packets == 0:
+        raise InputError(f"{src.name}: the video stream has no frames")
+    if scan.dims is not None:
+        width, height = scan.dims
+    else:
+        m = re.search(r", (\d+)x(\d+)[ ,\[]", scan.video)
+        if not m:
+            raise InputError(f"{src.name}: ffmpeg reports no frame size ({scan.video})")
+        width, height = int(m.group(1)), int(m.group(2))
+    if round(abs(scan.rotation)) % 180 == 90:  # ffmpeg rotates frames on decode
+        width, height = height, width
+    nominal = _nominal_fps(scan.video)
+    n = scan.packets
+    if scan.times.size:
+        start = float(scan.times[0])
+        steps = np.diff(scan.times)
+        median = float(np.median(steps)) if steps.size else 0.0
+        end = _video_end(scan, nominal)
+        span = float(end - start) if end is not None else None
+        vfr = bool(steps.size and np.abs(steps - median).max() > 0.1 * median + 1.5 * scan.tick)
+        fps = nominal or (n / span if span > 0 else None)
+    else:  # no timestamps (raw elementary stream): constant rate at the nominal fps
+        start, vfr = 0.0, False
+        fps = nominal
+        span = n / fps if fps else None
+    if not fps:
+        raise InputError(f"{src.name}: ffmpeg reports no frame rate and no timestamps")
+    duration = scan.duration_s if scan.duration_s is not None else span
+    _check_truncation(src, scan, start + span if span is not None else None, fps)
+    if scan.errors:
+        log.warning("%s: ffmpeg reported: %s", src.name, "; ".join(scan.errors[-3:]))
+    rate, channels = _audio_format(scan.audio) if scan.audio else (None, 0)
+    return MediaInfo(
+        path=Path(src.name),
+        width=width,
+        height=height,
+        fps=float(fps),
+        duration_s=duration,
+        frame_count=n,
+        has_audio=scan.audio is not None,
+        audio_channels=channels,
+        audio_rate=rate,
+        variable_frame_rate=vfr,
+        start_s=start,
+        video_duration_s=span,
+    )
+
+
+def _video_end(scan: _Scan, nominal: float | None) -> float | None:
+    """End of the last video frame on ffmpeg's clock (None where unknown).
+
+    The last frame lasts as long as the interval before it: containers disagree about
+    the last sample's own duration (ffmpeg 5.1 and 9 read different values from the same
+    variable-rate MP4), the interval between timestamps does not.
+    """
+    if not scan.times.size:
+        return None
+    if scan.times.size >= 2:
+        last = float(scan.times[-1] - scan.times[-2])
+    elif scan.last_duration > 0:
+        last = scan.last_duration
+    else:
+        last = 1.0 / nominal if nominal else 0.0
+    return float(scan.times[-1] + last)
+
+
+def _check_truncation(src: _Source, scan: _Scan, end: float | None, fps: float) -> None:
+    """InputError when ffmpeg reported read errors and the video ends well before the
+    container's declared duration (a file cut short)."""
+    if not scan.errors or scan.duration_s is None or end is None:
+        return
+    if scan.duration_s - end > max(2.0 / fps, 0.05 * scan.duration_s):
+        raise InputError(
+            f"{src.name}: truncated or damaged file: the container says "
+            f"{scan.duration_s:.2f} s but the video stream ends at {end:.2f} s "
+            f"({_reason(scan.errors, 'read error')})"
+        )
+
+
+# --------------------------------------------------------------------------- frames
+
+
+class _StderrTail(threading.Thread):
+    """Drains a process's stderr (so ffmpeg never blocks on it), keeping the last lines."""
+
+    def __init__(self, pipe: Any, keep: int = 40) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines: deque[str] = deque(maxlen=keep)
+
+    def run(self) -> None:
+        for raw in iter(self.pipe.readline, b""):
+            self.lines.append(raw.decode("utf-8", errors="replace").rstrip())
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def iter_frames(
+    path: str | Path,
+    size: tuple[int, int] | None,
+    fps: float | None = None,
+    frames_dir_pattern: str | None = None,
+    *,
+    info: MediaInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream the frames of a video as ``uint8 [H, W, 3]`` RGB, one at a time.
+
+    ``size`` = (H, W) to scale to (in the decoding process, area interpolation), None for
+    the native size. ``fps`` = None: every decoded frame once; ``fps`` given: a
+    constant-rate sequence of exactly ``info.cfr_frame_count(fps)`` frames (module
+    docstring). ``path`` may be an image-sequence pattern (``/x/img_%05d.jpg``), or a
+    folder with ``frames_dir_pattern`` (``img_%05d.jpg``); sequences need ``fps`` (their
+    frame rate; ffmpeg finds the first number among 0–4). ``info``: a :func:`probe` result
+    to reuse. Memory stays at one frame: the pipe is read frame by frame, and the ffmpeg
+    process is stopped when the iterator is closed early.
+    """
+    src = _source(path, frames_dir_pattern, fps)
+    if src.is_sequence and fps is None:
+        raise InputError(f"{src.name}: an image sequence needs its fps")
+    if info is None:
+        info = _probe_source(src)
+    height, width = size if size is not None else (info.height, info.width)
+    if height < 1 or width < 1:
+        raise InputError(f"size must be positive (H, W), got {size}")
+    stream = ffmpeg_python.input(src.url, **src.input_args)["V:0"]
+    if fps is not None and not src.is_sequence:
+        _check_fps(fps)
+        stream = stream.filter("setpts", "PTS-STARTPTS").filter(
+            "fps", fps=f"{fps:.10g}", start_time=0, round="near"
+        )
+        expected = info.cfr_frame_count(fps)
+    else:
+        expected = info.frame_count or 0
+    stream = stream.filter("scale", width, height, flags="area")
+    graph = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+    try:
+        proc = graph.run_async(cmd=_cmd("error"), pipe_stdout=True, pipe_stderr=True)
+    except OSError as exc:
+        raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
+    tail = _StderrTail(proc.stderr)
+    tail.start()
+    frame_bytes = height * width * 3
+    count = 0
+    last: np.ndarray | None = None
+    try:
+        while count < expected:
+            buf = bytearray(frame_bytes)
+            got = proc.stdout.readinto(buf)
+            while got and got < frame_bytes:  # a pipe may deliver a frame in pieces
+                more = proc.stdout.readinto(memoryview(buf)[got:])
+                if not more:
+                    break
+                got += more
+            if got != frame_bytes:
+                break
+            last = np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
+            count += 1
+            yield last
+        finished = count >= expected
+        if finished:
+            proc.stdout.close()  # frames beyond the documented count are not wanted
+        rc = proc.wait()
+        tail.join(timeout=5)
+        if not finished:
+            errors = _errors(_log_lines(tail.text()))
+            if rc != 0:
+                raise _failure(src, errors, "decoding frames")
+            short = expected - count
+            if last is None or short > _SHORT_TOLERANCE:
+                reason = _reason(errors, "no error reported")
+                raise InputError(
+                    f"{src.name}: decoded {count} of {expected} frames; the file is "
+                    f"truncated or damaged ({reason})"
+                )
+            for _ in range(short):  # ffmpeg 5.1 drops the last frame's duration
+                count += 1
+                yield last.copy()
+    finally:
+        if proc.poll() is None:  # closed early by the consumer, or an error above
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        tail.join(timeout=5)  # it sees EOF once ffmpeg is gone
+        proc.stderr.close()
+
+
+def decode_frames(
+    path: str | Path,
+    size: tuple[int, int] | None,
+    fps: float | None = None,
+    frames_dir_pattern: str | None = None,
+    *,
+    info: MediaInfo | None = None,
+) -> np.ndarray:
+    """All frames of a video as ``uint8 [N, H, W, 3]`` (see :func:`iter_frames`)."""
+    src = _source(path, frames_dir_pattern, fps)
+    if info is None:
+        info = _probe_source(src)
+    resample = fps is not None and not src.is_sequence
+    n = info.cfr_frame_count(fps) if resample else info.frame_count or 0
+    height, width = size if size is not None else (info.height, info.width)
+    out = np.empty((n, height, width, 3), dtype=np.uint8)
+    k = 0
+    for k, frame in enumerate(iter_frames(path, size, fps, frames_dir_pattern, info=info), 1):
+        out[k - 1] = frame
+    return out[:k]
+
+
+def _probe_sequence(src: _Source) -> MediaInfo:
+    scan = _scan(src)
+    if scan.video is None or scan.packets == 0:
+        raise InputError(f"{src.name}: no images match the pattern")
+    fps = float(src.input_args.get("framerate", 25))
+    width, height = scan.dims or (0, 0)
+    if not width:
+        m = re.search(r", (\d+)x(\d+)[ ,\[]", scan.video)
+        if not m:
+            raise InputError(f"{src.name}: ffmpeg reports no image size")
+        width, height = int(m.group(1)), int(m.group(2))
+    return MediaInfo(
+        path=Path(src.name),
+        width=width,
+        height=height,
+        fps=fps,
+        duration_s=scan.packets / fps,
+        frame_count=scan.packets,
+        has_audio=False,
+        audio_channels=0,
+        audio_rate=None,
+        variable_frame_rate=False,
+        video_duration_s=scan.packets / fps,
+    )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def decode_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
+    """The first audio stream as ``float32 [S]`` mono in [-1, 1] at ``sample_rate``.
+
+    Any channel layout is downmixed (module docstring). Sample ``s`` is at
+    ``s / sample_rate`` seconds after the start of the first video frame (for an
+    audio-only file such as a ``.wav``: after the audio's start). A file without an
+    audio stream gives an empty array.
+    """
+    if not (isinstance(sample_rate, int) and 1000 <= sample_rate <= 768000):
+        raise InputError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
+    src = _source(path)
+    if src.is_sequence:
+        raise InputError(f"{src.name}: an image sequence has no audio; pass the audio file")
+    scan = _scan(src)
+    if scan.audio is None:
+        return np.zeros(0, dtype=np.float32)
+    start = float(scan.times[0]) if scan.times.size else 0.0
+    if scan.video is not None:
+        nominal = _nominal_fps(scan.video)
+        _check_truncation(src, scan, _video_end(scan, nominal), nominal or 25.0)
+    graph = (
+        ffmpeg_python.input(src.url)["a:0"]
+        .filter(
+            "aresample",
+            osr=sample_rate,
+            ochl="mono",
+            rematrix_maxval=1,
+            first_pts=0,
+        )
+        .output("pipe:", format="f32le", acodec="pcm_f32le")
+    )
+    rc, out, err = _run(graph, "error")
+    if rc != 0:
+        raise _failure(src, _errors(_log_lines(err)), "decoding audio")
+    wave = np.frombuffer(out, dtype=np.float32)
+    skip = round(start * sample_rate)
+    return np.clip(wave[skip:], -1.0, 1.0).astype(np.float32)

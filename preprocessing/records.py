@@ -1,0 +1,462 @@
+"""The one video record every dataset reader yields (DESIGN §5).
+
+A :class:`VideoRecord` says where a video's frames, audio and gaze live and how it is
+split; it holds no pixels. Fixation points are loaded lazily, one frame at a time for
+datasets that ship one file per frame (DHF1K ``fixation/*.png``, STAViS ``fixMap_*.mat``),
+or once per video for gaze tables (plain CSV, DIEM event files), through
+:meth:`FixationSource.open`.
+
+Records round-trip through plain JSON (:meth:`VideoRecord.to_json`), which is how the Ray
+job ships them to its tasks.
+
+Conventions: frame indices are 0-based; a per-frame file numbered ``n`` holds frame
+``n - first_index``. Sizes are ``(height, width)``. Points are ``(x, y)`` in pixels of the
+video's native frame, origin at the top-left corner of the frame, ``x`` to the right.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from avrsp.errors import InputError
+
+FixationKind = Literal["none", "binary_image", "mat", "gaze_csv", "diem_events"]
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg", ".mpeg")
+
+# DIEM event flags (thediemproject.wordpress.com, "videos and data"):
+# -1 error/dropped frame, 0 blink, 1 fixation, 2 saccade.
+DIEM_FIXATION = 1
+
+
+@dataclass(frozen=True)
+class ScreenMapping:
+    """How gaze in screen pixels maps to video pixels.
+
+    The video was shown centred on a ``screen_width`` × ``screen_height`` screen, either
+    scaled to fit (aspect ratio kept, ``fit=True``) or at its native size (``fit=False``).
+    A screen point ``(xs, ys)`` is the video point
+    ``((xs - ox) / s, (ys - oy) / s)`` with ``s`` the scale and ``(ox, oy)`` the top-left
+    corner of the shown video on the screen.
+    """
+
+    screen_width: int
+    screen_height: int
+    fit: bool = True
+
+    def to_video(self, points: np.ndarray, native_size: tuple[int, int]) -> np.ndarray:
+        """Screen ``[K, 2]`` (x, y) → video pixels of a ``native_size`` = (H, W) video."""
+        h, w = native_size
+        s = min(self.screen_width / w, self.screen_height / h) if self.fit else 1.0
+        ox = (self.screen_width - s * w) / 2.0
+        oy = (self.screen_height - s * h) / 2.0
+        out = np.asarray(points, dtype=np.float64).copy()
+        out[:, 0] = (out[:, 0] - ox) / s
+        out[:, 1] = (out[:, 1] - oy) / s
+        return out.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FixationSource:
+    """Where the fixation points of one video come from.
+
+    kinds:
+      - ``none``: no annotation (e.g. DHF1K test videos);
+      - ``binary_image``: one image per frame, ``pattern`` % file number, fixated pixels
+        non-zero (DHF1K ``fixation/%04d.png``);
+      - ``mat``: one MATLAB file per frame with a binary matrix ``mat_variable``
+        (STAViS ``fixMap_%05d.mat``, variable ``eyeMap``);
+      - ``gaze_csv``: rows ``video, frame, observer, x, y[, t]`` of the files in ``paths``
+        whose ``video`` equals ``video_name`` (see docs/DATA.md);
+      - ``diem_events``: one DIEM event file per participant in ``paths``.
+    """
+
+    kind: FixationKind = "none"
+    pattern: str | None = None
+    first_index: int = 1
+    mat_variable: str = "eyeMap"
+    paths: tuple[str, ...] = ()
+    video_name: str | None = None
+    screen: ScreenMapping | None = None
+    event_code: int = DIEM_FIXATION
+
+    def open(self, *, fps: float, native_size: tuple[int, int]) -> FixationLoader:
+        """A per-frame loader for a video decoded at ``fps`` with native (H, W) frames."""
+        return FixationLoader(self, fps=fps, native_size=native_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FixationSource:
+        data = dict(data)
+        data["paths"] = tuple(data.get("paths", ()))
+        if data.get("screen") is not None:
+            data["screen"] = ScreenMapping(**data["screen"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a dataset: where its parts are and which split it belongs to.
+
+    ``frames`` is a video file, or a frame-folder pattern such as ``/d/v/img_%05d.jpg``
+    (then ``first_index`` is the number of frame 0's file and ``fps`` is required).
+    ``audio`` is the file that holds the soundtrack (the video file itself, a separate
+    ``.wav``), or None for a silent/visual-only dataset. ``fps``, ``native_size`` and
+    ``num_frames`` are None where only decoding can tell (video files).
+    ``split`` is ``train``/``val``/``test`` for fixed splits, ``cv`` for a video of a
+    k-fold dataset: it is a test video of fold ``fold`` (1…k) and a training video of the
+    other folds. ``fold`` is 0 for fixed splits.
+    ``maps_pattern`` names the dataset's own continuous saliency maps, one per frame.
+    """
+
+    dataset: str
+    video_id: str
+    split: str
+    frames: str
+    fold: int = 0
+    first_index: int = 1
+    audio: str | None = None
+    fps: float | None = None
+    native_size: tuple[int, int] | None = None
+    num_frames: int | None = None
+    fixations: FixationSource = field(default_factory=FixationSource)
+    maps_pattern: str | None = None
+
+    @property
+    def is_frame_folder(self) -> bool:
+        return "%" in Path(self.frames).name
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe unique name: ``<dataset>__<video_id>``."""
+        return safe_name(f"{self.dataset}__{self.video_id}")
+
+    def frame_file(self, frame: int) -> Path:
+        """The file of 0-based ``frame`` in a frame folder."""
+        return Path(self.frames % (frame + self.first_index))
+
+    def map_file(self, frame: int) -> Path | None:
+        if self.maps_pattern is None:
+            return None
+        return Path(self.maps_pattern % (frame + self.first_index))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["fixations"] = self.fixations.to_dict()
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoRecord:
+        data = dict(data)
+        data["fixations"] = FixationSource.from_dict(data.get("fixations") or {})
+        if data.get("native_size") is not None:
+            data["native_size"] = tuple(data["native_size"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> VideoRecord:
+        return cls.from_dict(json.loads(text))
+
+
+def safe_name(name: str) -> str:
+    """Letters, digits, ``-_.`` kept; anything else becomes ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class FixationLoader:
+    """Fixation points per frame of one video: ``loader(frame) -> float32 [K, 2]`` (x, y).
+
+    Per-frame files are read on demand; gaze tables are read once, on the first call.
+    ``fps`` is the rate the video is decoded at (gaze times map to frames with it) and
+    ``native_size`` = (H, W) the decoded video's native frame size.
+    """
+
+    def __init__(self, source: FixationSource, *, fps: float, native_size: tuple[int, int]):
+        self.source = source
+        self.fps = fps
+        self.native_size = native_size
+        self._table: dict[int, np.ndarray] | None = None
+        self._last_frames: dict[str, int] = {}  # per gaze file: its last 0-based frame
+
+    @property
+    def available(self) -> bool:
+        return self.source.kind != "none"
+
+    def __call__(self, frame: int) -> np.ndarray:
+        kind = self.source.kind
+        if kind == "none":
+            return _no_points()
+        if kind in ("binary_image", "mat"):
+            return self._from_frame_file(frame)
+        return self._loaded().get(frame, _no_points())
+
+    def check(self, num_frames: int) -> None:
+        """Raise InputError when the annotation does not fit a video of ``num_frames`` frames.
+
+        Per-frame files must exist up to the last frame and not beyond it; gaze may not
+        run past the end (nor, for dense DIEM files, stop short of it) by more than
+        :func:`frame_tolerance` frames.
+        """
+        kind, tol = self.source.kind, frame_tolerance(num_frames)
+        if kind in ("binary_image", "mat"):
+            assert self.source.pattern is not None
+            first = self.source.first_index
+            last = Path(self.source.pattern % (num_frames - 1 + first))
+            beyond = Path(self.source.pattern % (num_frames + first))
+            if not last.is_file():
+                raise InputError(
+                    f"{last}: fixation file of the last frame ({num_frames - 1}) is missing; "
+                    f"the annotation does not cover the video's {num_frames} frames"
+                )
+            if beyond.is_file():
+                raise InputError(
+                    f"{beyond}: fixation files go beyond the video's {num_frames} frames; "
+                    "annotation and video do not match"
+                )
+        elif kind in ("gaze_csv", "diem_events"):
+            self._loaded()
+            for path, last in self._last_frames.items():
+                short = kind == "diem_events" and last < num_frames - 1 - tol
+                if last > num_frames - 1 + tol or short:
+                    raise InputError(
+                        f"{path}: gaze runs to frame {last} (0-based) but the video has "
+                        f"{num_frames} frames; the gaze belongs to a video of another length"
+                    )
+
+    def _loaded(self) -> dict[int, np.ndarray]:
+        if self._table is None:
+            self._table = self._load_table()
+        return self._table
+
+    # -- per-frame files
+    def _from_frame_file(self, frame: int) -> np.ndarray:
+        assert self.source.pattern is not None
+        path = Path(self.source.pattern % (frame + self.source.first_index))
+        if not path.is_file():
+            return _no_points()
+        if self.source.kind == "binary_image":
+            grid = read_gray_image(path)
+        else:
+            grid = read_mat_matrix(path, self.source.mat_variable)
+        # Binary maps are stored as 0/255 or 0/1; half the maximum separates both.
+        peak = float(grid.max()) if grid.size else 0.0
+        if peak <= 0:
+            return _no_points()
+        ys, xs = np.nonzero(grid > peak / 2)
+        # Pixel (row r, column c) is centred at (c + 0.5, r + 0.5) in continuous coordinates.
+        points = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float32)
+        return _rescale(points, grid.shape[:2], self.native_size)
+
+    # -- tables
+    def _load_table(self) -> dict[int, np.ndarray]:
+        if self.source.kind == "gaze_csv":
+            frames, points = read_gaze_csv(self.source.paths, self.source.video_name, fps=self.fps)
+            if frames.size:
+                self._last_frames[", ".join(self.source.paths)] = int(frames.max())
+        else:
+            frames, points, last = read_diem_events(
+                self.source.paths, event_code=self.source.event_code
+            )
+            self._last_frames.update(last)
+            if self.source.screen is not None:
+                points = self.source.screen.to_video(points, self.native_size)
+        return group_by_frame(frames, points)
+
+
+def frame_tolerance(num_frames: int) -> int:
+    """Frames a gaze recording may run past the video's end (rounding at the cut): 2 or 1 %."""
+    return max(2, math.ceil(0.01 * num_frames))
+
+
+def group_by_frame(frames: np.ndarray, points: np.ndarray) -> dict[int, np.ndarray]:
+    """``{frame: float32 [K, 2]}`` from parallel arrays ``frames [N]``, ``points [N, 2]``."""
+    if frames.size == 0:
+        return {}
+    order = np.argsort(frames, kind="stable")
+    frames, points = frames[order], points[order].astype(np.float32)
+    keys, starts = np.unique(frames, return_index=True)
+    bounds = [*starts[1:], frames.size]
+    return {int(k): points[s:e] for k, s, e in zip(keys, starts, bounds, strict=True)}
+
+
+def _no_points() -> np.ndarray:
+    return np.zeros((0, 2), dtype=np.float32)
+
+
+def _rescale(points: np.ndarray, grid_size: tuple[int, int], native: tuple[int, int]) -> np.ndarray:
+    """Points on a ``grid_size`` annotation → the video's ``native`` (H, W) pixels."""
+    if tuple(grid_size) == tuple(native):
+        return points
+    sy, sx = native[0] / grid_size[0], native[1] / grid_size[1]
+    return (points * np.array([sx, sy], dtype=np.float32)).astype(np.float32)
+
+
+def read_gray_image(path: Path) -> np.ndarray:
+    """An image file as ``uint8 [H, W]`` (converted to grey)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
+
+
+def read_mat_matrix(path: Path, variable: str) -> np.ndarray:
+    """The 2-D matrix ``variable`` of a MATLAB file, as float32."""
+    import scipy.io
+
+    try:
+        data = scipy.io.loadmat(str(path), variable_names=[variable])
+    except Exception as exc:  # scipy raises ValueError, OSError, MatReadError, …
+        raise InputError(f"{path}: cannot read MATLAB file ({exc})") from None
+    if variable not in data:
+        raise InputError(f"{path}: no variable {variable!r} in the MATLAB file")
+    matrix = np.asarray(data[variable], dtype=np.float32)
+    if matrix.ndim != 2:
+        raise InputError(f"{path}: {variable!r} must be a 2-D matrix, got shape {matrix.shape}")
+    return matrix
+
+
+CSV_COLUMNS = ("video", "frame", "observer", "x", "y")
+
+
+def read_gaze_csv(
+    paths: Iterable[str], video_name: str | None, *, fps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaze rows of one video from plain CSV files (docs/DATA.md, "Plain gaze CSV").
+
+    Returns ``(frames int64 [N], points float32 [N, 2])``. When a row has a time ``t``
+    (seconds) it wins over ``frame``: the frame is ``floor(t * fps + 0.5)`` (frame k is
+    centred at k / fps, avrsp.audio; :func:`preprocessing.ffmpeg.frame_at_time`). Rows with
+    an empty x or y (lost tracking) are skipped.
+    """
+    from preprocessing.ffmpeg import frame_at_time
+
+    frames: list[int] = []
+    xy: list[tuple[float, float]] = []
+    for path in paths:
+        try:
+            handle = open(path, newline="")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read gaze file ({exc.strerror})") from None
+        with handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            has_t = "t" in header
+            missing = [c for c in CSV_COLUMNS if c not in header and not (c == "frame" and has_t)]
+            if missing:
+                raise InputError(
+                    f"{path}: gaze CSV lacks column(s) {', '.join(missing)}; "
+                    f"expected {', '.join(CSV_COLUMNS)} [, t]"
+                )
+            for line, row in enumerate(reader, start=2):
+                if video_name is not None and video_key(row["video"]) != video_name:
+                    continue
+                x, y = row["x"].strip(), row["y"].strip()
+                if not x or not y:
+                    continue
+                try:
+                    t = row.get("t", "")
+                    t = t.strip() if t else ""
+                    frame = frame_at_time(float(t), fps) if t else int(row["frame"])
+                    xy.append((float(x), float(y)))
+                except (TypeError, ValueError):
+                    raise InputError(f"{path}, line {line}: not a number in {row}") from None
+                frames.append(frame)
+    if any(f < 0 for f in frames):
+        raise InputError(f"{', '.join(paths)}: negative frame index for video {video_name!r}")
+    return np.asarray(frames, dtype=np.int64), np.asarray(xy, dtype=np.float32).reshape(-1, 2)
+
+
+def video_key(name: str) -> str:
+    """A gaze table's ``video`` value as a clip name: ``clip.mp4`` and ``clip`` both → ``clip``."""
+    name = name.strip()
+    path = Path(name)
+    return path.stem if path.suffix.lower() in VIDEO_SUFFIXES else name
+
+
+def read_diem_events(
+    paths: Iterable[str], *, event_code: int = DIEM_FIXATION
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Fixation samples of DIEM-style per-participant event files, in screen pixels.
+
+    Each line: ``frame left_x left_y left_dil left_event right_x right_y right_dil
+    right_event`` (frames 1-based at the video's rate; events -1 error, 0 blink,
+    1 fixation, 2 saccade). One point per participant and frame: the mean of the eyes whose
+    event is ``event_code``.
+    Returns ``(frames int64 [N] 0-based, points float32 [N, 2], {file: last 0-based frame})``.
+    """
+    frames_out: list[np.ndarray] = []
+    points_out: list[np.ndarray] = []
+    last_frames: dict[str, int] = {}
+    for path in paths:
+        try:
+            table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read DIEM event file ({exc})") from None
+        if table.size == 0:
+            continue
+        if table.shape[1] < 9:
+            raise InputError(
+                f"{path}: DIEM event file needs 9 columns (frame, left x/y/dil/event, "
+                f"right x/y/dil/event), found {table.shape[1]}"
+            )
+        last_frames[str(path)] = int(table[:, 0].max()) - 1
+        left = table[:, 4] == event_code
+        right = table[:, 8] == event_code
+        both = left & right
+        any_eye = left | right
+        lx, ly, rx, ry = table[:, 1], table[:, 2], table[:, 5], table[:, 6]
+        x = np.where(both, (lx + rx) / 2, np.where(left, lx, rx))
+        y = np.where(both, (ly + ry) / 2, np.where(left, ly, ry))
+        frames_out.append(table[any_eye, 0].astype(np.int64) - 1)
+        points_out.append(np.stack([x[any_eye], y[any_eye]], axis=1))
+    if not frames_out:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), last_frames
+    frames = np.concatenate(frames_out)
+    return frames, np.concatenate(points_out).astype(np.float32), last_frames
+
+
+def find_video_file(folder: Path, stem: str | None = None) -> Path | None:
+    """The video file in ``folder`` (named ``stem.*`` when given), or None."""
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in VIDEO_SUFFIXES and (stem is None or path.stem == stem):
+            return path
+    return None
+
+
+def numbered_files(folder: Path, prefix: str, suffix: str) -> list[int]:
+    """Sorted numbers ``n`` of the files ``<prefix><n><suffix>`` in ``folder``."""
+    numbers = []
+    if not folder.is_dir():
+        return numbers
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith(prefix) and name.endswith(suffix):
+            middle = name[len(prefix) : len(name) - len(suffix)]
+            if middle.isdigit():
+                numbers.append(int(middle))
+    return sorted(numbers)
+
+
+ReaderFn = Callable[..., list[VideoRecord]]

@@ -1,0 +1,594 @@
+"""One video → Parquet segment shards (DESIGN §5; schema in docs/DATA.md).
+
+A *segment* (one Parquet row) is one training window: the ``T`` frames ``i-T+1 … i``
+(JPEG), the audio buffer :func:`avrsp.audio.audio_window` cuts for them, and the target
+saliency map and fixation points of the last frame ``i``. Windows end at frames
+``T-1, T-1+stride, …``; a video shorter than ``T`` frames gives one window ending at its
+last frame, padded at the start by repeating its first frame (as inference does, DESIGN §7).
+
+Everything here is plain Python (no Ray): :func:`iter_segments` yields rows,
+:func:`write_video` writes one video's shards atomically and returns a summary, and
+:func:`decode_segment` turns a row back into arrays.
+
+Layout of an output folder::
+
+    OUT/shards/<split>/<dataset>/<video>-00000.parquet   the rows (one video per file set)
+    OUT/done/<dataset>__<video>.json                      done-marker: the video's summary
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from avrsp.audio import audio_window
+from avrsp.config import AVRSPConfig
+from avrsp.errors import AVRSPError, InputError
+from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
+
+SCHEMA_VERSION = 1
+MiB = 1 << 20
+TargetMode = Literal["auto", "fixations", "dataset"]
+
+SCHEMA = pa.schema(
+    [
+        pa.field("schema_version", pa.int16()),
+        pa.field("dataset", pa.string()),
+        pa.field("video", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("fold", pa.int16()),
+        pa.field("last_frame", pa.int32()),
+        pa.field("num_frames", pa.int16()),
+        pa.field("fps", pa.float32()),
+        pa.field("native_height", pa.int32()),
+        pa.field("native_width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("frames_jpeg", pa.list_(pa.binary())),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("audio", pa.list_(pa.float32())),
+        pa.field("target_png", pa.binary()),
+        pa.field("target_source", pa.string()),
+        pa.field("fixations", pa.list_(pa.float32())),
+        pa.field("fixations_dropped", pa.int32()),
+    ],
+    metadata={b"avrsp.schema_version": str(SCHEMA_VERSION).encode()},
+)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How windows are cut and stored. Sizes and rates come from the model config.
+
+    ``stride``: frames between the last frames of consecutive windows.
+    ``target``: ``auto`` = the dataset's own continuous map where it ships one, else a map
+    made from the fixation points; ``fixations`` / ``dataset`` force one of them.
+    ``sigma_px``: Gaussian sigma in native pixels; None = DHF1K's (FWHM 30 px at 640 px
+    width) scaled to the video's native width.
+    """
+
+    frames: int
+    height: int
+    width: int
+    sample_rate: int
+    audio_samples: int
+    stride: int
+    target: TargetMode = "auto"
+    sigma_px: float | None = None
+    jpeg_quality: int = 90
+    max_shard_bytes: int = 256 * MiB
+    row_group_bytes: int = 32 * MiB
+
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise InputError(f"stride must be >= 1, got {self.stride}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"jpeg_quality must be in 1…100, got {self.jpeg_quality}")
+        if self.max_shard_bytes < 64 * 1024:
+            raise InputError(f"max_shard_bytes must be >= 64 KiB, got {self.max_shard_bytes}")
+        if self.target not in ("auto", "fixations", "dataset"):
+            raise InputError(f"target must be auto, fixations or dataset, got {self.target!r}")
+
+    @classmethod
+    def from_config(cls, config: AVRSPConfig, **overrides: Any) -> SegmentOptions:
+        """T, H, W, sample rate and audio window from ``config.input``; stride default T/2."""
+        inp = config.input
+        values: dict[str, Any] = {
+            "frames": inp.frames,
+            "height": inp.height,
+            "width": inp.width,
+            "sample_rate": inp.sample_rate,
+            "audio_samples": inp.audio_samples,
+            "stride": max(1, inp.frames // 2),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class VideoSummary:
+    """What happened to one video; the Ray job's result row and the done-marker's content."""
+
+    dataset: str
+    video: str
+    split: str
+    fold: int
+    status: Literal["ok", "failed", "done_before"] = "ok"
+    reason: str = ""
+    windows: int = 0
+    bytes: int = 0
+    frames: int = 0
+    fps: float = 0.0
+    has_audio: bool = False
+    fixation_points: int = 0
+    fixations_dropped: int = 0
+    windows_without_target: int = 0
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- media
+
+
+@dataclass
+class _Media:
+    """What decoding a record needs to know before the first frame."""
+
+    fps: float
+    native_size: tuple[int, int]
+    resample_fps: float | None
+    waveform: np.ndarray
+    notes: list[str]
+    info: Any  # preprocessing.ffmpeg.MediaInfo, reused by the decoder
+
+
+def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
+    from preprocessing import ffmpeg
+
+    notes: list[str] = []
+    resample: float | None = None
+    channels = 0
+    if record.is_frame_folder:
+        first = record.frame_file(0)
+        if not first.is_file():
+            raise InputError(f"{first}: first frame of {record.video_id} is missing")
+        if record.fps is None or record.num_frames is None:
+            raise InputError(f"{record.frames}: a frame folder needs its fps and frame count")
+        try:
+            with Image.open(first) as img:
+                native = (img.height, img.width)
+        except OSError as exc:
+            raise InputError(f"{first}: cannot read frame ({exc})") from None
+        fps = float(record.fps)
+        # The reader counted the files already: no need for ffmpeg to scan the folder.
+        info = ffmpeg.MediaInfo(
+            path=Path(record.frames),
+            width=native[1],
+            height=native[0],
+            fps=fps,
+            duration_s=record.num_frames / fps,
+            frame_count=record.num_frames,
+            has_audio=False,
+            audio_channels=0,
+            audio_rate=None,
+            variable_frame_rate=False,
+            video_duration_s=record.num_frames / fps,
+        )
+    else:
+        info = ffmpeg.probe(record.frames)
+        native = (info.height, info.width)
+        fps = float(record.fps or info.fps)
+        channels = info.audio_channels if info.has_audio else 0
+        if info.variable_frame_rate:
+            resample = fps
+            notes.append(f"variable frame rate: resampled to constant {fps:g} fps")
+    waveform = np.zeros(0, dtype=np.float32)
+    if record.audio is not None:
+        if record.audio == record.frames and channels > 2:
+            notes.append(f"{channels}-channel audio downmixed to mono")
+        waveform = ffmpeg.decode_audio(record.audio, sample_rate=opts.sample_rate)
+    if waveform.size == 0:
+        notes.append("no audio: silent buffers, has_audio = false")
+    return _Media(
+        fps=fps,
+        native_size=native,
+        resample_fps=resample,
+        waveform=waveform,
+        notes=notes,
+        info=info,
+    )
+
+
+def _iter_frames(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Iterator[np.ndarray]:
+    """Frames as ``uint8 [H, W, 3]`` at the model size, in order (ffmpeg scales them)."""
+    from preprocessing import ffmpeg
+
+    size = (opts.height, opts.width)
+    if record.is_frame_folder:
+        return ffmpeg.iter_frames(record.frames, size, fps=media.fps, info=media.info)
+    return ffmpeg.iter_frames(record.frames, size, fps=media.resample_fps, info=media.info)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_map_png(saliency: np.ndarray) -> bytes:
+    """A map ``[H, W]`` (any non-negative scale) as 8-bit grey PNG, maximum 255 (zeros stay)."""
+    peak = float(saliency.max()) if saliency.size else 0.0
+    scaled = saliency / peak * 255.0 if peak > 0 else np.zeros_like(saliency)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L").save(
+        buf, format="PNG"
+    )
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class _Counters:
+    points: int = 0
+    dropped: int = 0
+    without_target: int = 0
+    frames: int = 0
+
+
+def iter_segments(
+    record: VideoRecord,
+    opts: SegmentOptions,
+    *,
+    counters: _Counters | None = None,
+    notes: list[str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The rows of one video, in order (schema :data:`SCHEMA`, docs/DATA.md).
+
+    Raises InputError for unreadable media and annotations that do not fit the video
+    (checked after the last frame, so a caller must not publish rows before the end).
+    """
+    from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
+
+    counters = counters if counters is not None else _Counters()
+    media = _open_media(record, opts)
+    if notes is not None:
+        notes.extend(media.notes)
+    loader: FixationLoader = record.fixations.open(fps=media.fps, native_size=media.native_size)
+    use_maps = opts.target != "fixations" and record.maps_pattern is not None
+    if opts.target == "dataset" and record.maps_pattern is None:
+        raise InputError(f"{record.dataset}/{record.video_id}: target=dataset but no maps shipped")
+    if not use_maps and not loader.available:
+        raise InputError(f"{record.dataset}/{record.video_id}: no fixations and no maps to learn")
+    sigma = opts.sigma_px or dhf1k_sigma(media.native_size[1])
+    T = opts.frames
+    has_audio = media.waveform.size > 0
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": record.dataset,
+        "video": record.video_id,
+        "split": record.split,
+        "fold": record.fold,
+        "num_frames": T,
+        "fps": media.fps,
+        "native_height": media.native_size[0],
+        "native_width": media.native_size[1],
+        "height": opts.height,
+        "width": opts.width,
+        "has_audio": has_audio,
+        "sample_rate": opts.sample_rate,
+    }
+
+    def target(frame: int) -> tuple[bytes, str, np.ndarray, int] | None:
+        points, dropped = points_in_frame(loader(frame), media.native_size)
+        map_file = record.map_file(frame) if use_maps else None
+        if map_file is not None and map_file.is_file():
+            grey = read_gray_image(map_file).astype(np.float32)
+            resized = Image.fromarray(grey, mode="F").resize(
+                (opts.width, opts.height), Image.BILINEAR
+            )
+            saliency, source = np.maximum(np.asarray(resized), 0.0), "dataset"
+        elif opts.target != "dataset" and len(points):
+            saliency, _ = fixation_map(
+                points, media.native_size, sigma, out_size=(opts.height, opts.width)
+            )
+            source = "fixations"
+        else:
+            counters.dropped += dropped
+            counters.points += len(points) + dropped
+            return None
+        counters.points += len(points) + dropped
+        counters.dropped += dropped
+        if float(saliency.max()) <= 0:
+            return None
+        return encode_map_png(saliency), source, np.asarray(points, np.float32), dropped
+
+    def row(last: int, frames: list[bytes]) -> dict[str, Any] | None:
+        made = target(last)
+        if made is None:
+            counters.without_target += 1
+            return None
+        png, source, points, dropped = made
+        audio = audio_window(
+            media.waveform,
+            last_frame=last,
+            frames=T,
+            fps=media.fps,
+            sample_rate=opts.sample_rate,
+            buffer_samples=opts.audio_samples,
+        )
+        return {
+            **base,
+            "last_frame": last,
+            "frames_jpeg": frames,
+            "audio": audio,
+            "target_png": png,
+            "target_source": source,
+            "fixations": points.reshape(-1),
+            "fixations_dropped": dropped,
+        }
+
+    window: deque[bytes] = deque(maxlen=T)
+    first_jpeg: bytes | None = None
+    count = 0
+    for k, frame in enumerate(_iter_frames(record, opts, media)):
+        jpeg = encode_jpeg(frame, opts.jpeg_quality)
+        first_jpeg = first_jpeg or jpeg
+        window.append(jpeg)
+        count = k + 1
+        if k >= T - 1 and (k - (T - 1)) % opts.stride == 0:
+            out = row(k, list(window))
+            if out is not None:
+                yield out
+    counters.frames = count
+    if count == 0:
+        raise InputError(f"{record.frames}: no frames decoded")
+    if count < T:
+        assert first_jpeg is not None
+        padded = [first_jpeg] * (T - count) + list(window)
+        out = row(count - 1, padded)
+        if notes is not None:
+            notes.append(f"{count} frames < T={T}: one window padded with the first frame")
+        if out is not None:
+            yield out
+    loader.check(count)
+    if counters.points and counters.dropped == counters.points:
+        h, w = media.native_size
+        raise InputError(
+            f"{record.dataset}/{record.video_id}: all {counters.points} gaze points of the "
+            f"windows' last frames fall outside the {w}×{h} frame (wrong coordinates or "
+            "screen size?)"
+        )
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of :func:`iter_segments` as an Arrow table with :data:`SCHEMA`."""
+    columns: dict[str, pa.Array] = {}
+    for fld in SCHEMA:
+        values = [r[fld.name] for r in rows]
+        if fld.name in ("audio", "fixations"):
+            offsets = np.zeros(len(values) + 1, dtype=np.int32)
+            offsets[1:] = np.cumsum([len(v) for v in values])
+            flat = np.concatenate(values) if values else np.zeros(0, np.float32)
+            columns[fld.name] = pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(flat.astype(np.float32))
+            )
+        else:
+            columns[fld.name] = pa.array(values, type=fld.type)
+    return pa.Table.from_arrays(list(columns.values()), schema=SCHEMA)
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    return (
+        sum(len(f) for f in row["frames_jpeg"])
+        + row["audio"].nbytes
+        + len(row["target_png"])
+        + row["fixations"].nbytes
+        + 128
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Writes rows to ``<stem>-00000.parquet, -00001 …`` under temporary names.
+
+    Files are written as hidden ``.<name>.tmp`` files (ignored by Parquet readers) in
+    row groups of about ``row_group_bytes``, a new file when ``max_shard_bytes`` is reached;
+    :meth:`commit` renames them all to their final names, :meth:`abort` deletes them.
+    """
+
+    def __init__(self, folder: Path, stem: str, opts: SegmentOptions, metadata: dict[str, str]):
+        self.folder, self.stem, self.opts = folder, stem, opts
+        self.schema = SCHEMA.with_metadata(
+            {**SCHEMA.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}}
+        )
+        self.temps: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_bytes = 0
+        self._file_bytes = 0
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        self._buffer_bytes += _row_bytes(row)
+        self.rows += 1
+        if self._buffer_bytes >= self.opts.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temp = self.folder / f".{self.stem}-{len(self.temps):05d}.parquet.tmp"
+            self.temps.append(temp)
+            self._writer = pq.ParquetWriter(temp, self.schema, compression="snappy")
+            self._file_bytes = 0
+        self._writer.write_table(rows_to_table(self._buffer))
+        self._file_bytes += self._buffer_bytes
+        self._buffer, self._buffer_bytes = [], 0
+        if self._file_bytes >= self.opts.max_shard_bytes:
+            self._writer.close()
+            self._writer = None
+
+    def commit(self) -> list[Path]:
+        """Close and rename every file to its final name; returns the final paths."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        finals = []
+        for temp in self.temps:
+            final = temp.with_name(temp.name[1:].removesuffix(".tmp"))
+            os.replace(temp, final)
+            finals.append(final)
+        return finals
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for temp in self.temps:
+            temp.unlink(missing_ok=True)
+
+
+def shard_folder(out: Path, record: VideoRecord) -> Path:
+    return out / "shards" / safe_name(record.split) / safe_name(record.dataset)
+
+
+def marker_path(out: Path, record: VideoRecord) -> Path:
+    return out / "done" / f"{record.key}.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary name in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temp.write_text(json.dumps(data, indent=2))
+    os.replace(temp, path)
+
+
+def _remove_leftovers(folder: Path, stem: str) -> None:
+    """Shards of a run that died before its done-marker: final names and temporaries."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        name = path.name.lstrip(".")
+        if name.startswith(f"{stem}-") and (name.endswith(".parquet") or ".parquet.tmp" in name):
+            path.unlink(missing_ok=True)
+
+
+def write_video(
+    record: VideoRecord, opts: SegmentOptions, out: str | Path, *, config_json: str = "{}"
+) -> VideoSummary:
+    """Write one video's shards and done-marker; never raises for bad input.
+
+    A video with a done-marker is skipped (status ``done_before``, the marker's counts).
+    Bad input gives status ``failed`` with the reason; its partial files are removed.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    summary = VideoSummary(record.dataset, record.video_id, record.split, record.fold)
+    marker = marker_path(out, record)
+    if marker.is_file():
+        try:
+            done = json.loads(marker.read_text())
+            return replace(VideoSummary(**done), status="done_before")
+        except (ValueError, TypeError):
+            marker.unlink()  # unreadable marker: redo the video
+    folder = shard_folder(out, record)
+    stem = safe_name(record.video_id)
+    _remove_leftovers(folder, stem)
+    writer = ShardWriter(
+        folder,
+        stem,
+        opts,
+        {
+            "avrsp.record": record.to_json(),
+            "avrsp.options": json.dumps(asdict(opts)),
+            "avrsp.config": config_json,
+        },
+    )
+    counters = _Counters()
+    notes: list[str] = []
+    try:
+        for row in iter_segments(record, opts, counters=counters, notes=notes):
+            summary.has_audio = bool(row["has_audio"])
+            summary.fps = float(row["fps"])
+            writer.add(row)
+        finals = writer.commit()
+    except AVRSPError as exc:
+        writer.abort()
+        summary.status, summary.reason = "failed", str(exc)
+    except Exception as exc:  # a library error we did not foresee: report, never lose others
+        writer.abort()
+        summary.status = "failed"
+        summary.reason = f"{record.frames}: {type(exc).__name__}: {exc}"
+    else:
+        summary.windows = writer.rows
+        summary.files = [str(p.relative_to(out)) for p in finals]
+        summary.bytes = sum(p.stat().st_size for p in finals)
+        if summary.windows == 0:
+            summary.status = "failed"
+            summary.reason = (
+                f"{record.dataset}/{record.video_id}: no window has a target map "
+                f"({counters.frames} frames, {counters.without_target} windows without fixations)"
+            )
+            for path in finals:
+                path.unlink(missing_ok=True)
+            summary.files, summary.bytes = [], 0
+    summary.frames = counters.frames
+    summary.fixation_points = counters.points
+    summary.fixations_dropped = counters.dropped
+    summary.windows_without_target = counters.without_target
+    summary.notes = notes
+    summary.seconds = round(time.perf_counter() - started, 3)
+    if summary.status == "ok":
+        write_json_atomic(marker, summary.to_dict())
+    return summary
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def decode_segment(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row back as arrays.
+
+    Returns ``frames`` uint8 ``[T, H, W, 3]``, ``audio`` float32 ``[S]``, ``target`` float32
+    ``[H, W]`` in [0, 1] (maximum 1), ``fixations`` float32 ``[K, 2]`` (x, y native
+    pixels), plus the scalar columns unchanged.
+    """
+    version = int(row.get("schema_version", -1))
+    if version != SCHEMA_VERSION:
+        raise InputError(f"segment schema_version {version}; this code reads {SCHEMA_VERSION}")
+    frames = np.stack(
+        [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in row["frames_jpeg"]]
+    )
+    target = np.asarray(Image.open(io.BytesIO(row["target_png"])), dtype=np.float32) / 255.0
+    out = {k: v for k, v in row.items() if k not in ("frames_jpeg", "target_png")}
+    out["frames"] = frames
+    out["audio"] = np.asarray(row["audio"], dtype=np.float32)
+    out["target"] = target
+    out["fixations"] = np.asarray(row["fixations"], dtype=np.float32).reshape(-1, 2)
+    return out

@@ -1,0 +1,155 @@
+"""The six audio-visual datasets in the STAViS layout (Tsiami et al., CVPR 2020; DESIGN §5).
+
+``ROOT/video_frames/<DS>/<vid>/img_%05d.jpg``, ``ROOT/video_audio/<DS>/<vid>/<vid>.wav``,
+``ROOT/annotations/<DS>/<vid>/maps/eyeMap_%05d.jpg`` (continuous maps) and
+``ROOT/annotations/<DS>/<vid>/fixMap_%05d.mat`` (variable ``eyeMap``, binary), for DS in
+AVAD, Coutrot_db1, Coutrot_db2, DIEM, ETMD_av, SumMe.
+
+Fold lists ``<DS>_list_{train,test}_{1,2,3}_fps.txt`` (DIEM: ``DIEM_list_{train,test}_fps.txt``),
+one ``name nframes fps`` per line, are looked up in ``ROOT/fold_lists/`` and then ``ROOT/``.
+A video in the test list of fold k gets ``split="cv", fold=k`` (train in the other folds);
+one found only in train lists gets ``split="train"``; DIEM's videos get ``train``/``test``.
+Videos in no list are skipped (their fps is unknown) and named in the listing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from avrsp.errors import InputError
+from preprocessing.records import FixationSource, VideoRecord, frame_tolerance
+from preprocessing.sources.common import Listing, check_contiguous, numbered
+
+DATASETS = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
+FOLDS = (1, 2, 3)
+FIXED_SPLIT = ("DIEM",)
+
+
+def parse_fold_list(path: Path) -> dict[str, tuple[int, float]]:
+    """``{name: (nframes, fps)}`` of one fold list file."""
+    entries: dict[str, tuple[int, float]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise InputError(f"{path}, line {number}: expected 'name nframes fps', got {line!r}")
+        try:
+            entries[parts[0]] = (int(parts[1]), float(parts[2]))
+        except ValueError:
+            raise InputError(
+                f"{path}, line {number}: nframes/fps not numbers in {line!r}"
+            ) from None
+    return entries
+
+
+def _list_file(root: Path, name: str) -> Path | None:
+    for folder in (root / "fold_lists", root):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def fold_assignment(root: Path, dataset: str) -> dict[str, tuple[str, int, int, float]]:
+    """``{video: (split, fold, nframes, fps)}`` from a dataset's fold lists."""
+    out: dict[str, tuple[str, int, int, float]] = {}
+    if dataset in FIXED_SPLIT:
+        for split in ("train", "test"):
+            path = _list_file(root, f"{dataset}_list_{split}_fps.txt")
+            for name, (n, fps) in (parse_fold_list(path) if path else {}).items():
+                out[name] = (split, 0, n, fps)
+        return out
+    for fold in FOLDS:
+        path = _list_file(root, f"{dataset}_list_train_{fold}_fps.txt")
+        for name, (n, fps) in (parse_fold_list(path) if path else {}).items():
+            out.setdefault(name, ("train", 0, n, fps))
+    for fold in FOLDS:
+        path = _list_file(root, f"{dataset}_list_test_{fold}_fps.txt")
+        for name, (n, fps) in (parse_fold_list(path) if path else {}).items():
+            previous = out.get(name)
+            if previous is not None and previous[0] == "cv":
+                raise InputError(
+                    f"{path}: video {name!r} is a test video of folds {previous[1]} and {fold}"
+                )
+            out[name] = ("cv", fold, n, fps)
+    return out
+
+
+def read(root: str | Path, *, datasets: tuple[str, ...] | None = None) -> Listing:
+    """List the videos of the STAViS-layout datasets under ``root``."""
+    root = Path(root)
+    frames_root = root / "video_frames"
+    if not frames_root.is_dir():
+        raise InputError(f"{root}: no video_frames/ folder (STAViS layout expected)")
+    wanted = datasets or tuple(d for d in DATASETS if (frames_root / d).is_dir())
+    unknown = [d for d in wanted if d not in DATASETS]
+    if unknown:
+        raise InputError(f"unknown STAViS dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    listing = Listing()
+    for dataset in wanted:
+        folds = fold_assignment(root, dataset)
+        if not folds:
+            raise InputError(
+                f"{root}: no fold lists for {dataset} ({dataset}_list_*_fps.txt in "
+                "fold_lists/ or the root)"
+            )
+        video_dirs = sorted(p for p in (frames_root / dataset).glob("*") if p.is_dir())
+        for folder in video_dirs:
+            _read_video(root, dataset, folder, folds, listing)
+        on_disk = {p.name for p in video_dirs}
+        for name in sorted(set(folds) - on_disk):
+            listing.fail(dataset, name, f"{frames_root / dataset / name}: listed but missing")
+    return listing
+
+
+def _read_video(
+    root: Path,
+    dataset: str,
+    folder: Path,
+    folds: dict[str, tuple[str, int, int, float]],
+    listing: Listing,
+) -> None:
+    vid = folder.name
+    if vid not in folds:
+        listing.skip(dataset, vid, "not in any fold list (fps unknown)")
+        return
+    split, fold, listed_frames, fps = folds[vid]
+    frames = numbered(folder, "img_", (".jpg", ".jpeg", ".png"))
+    if frames is None:
+        listing.fail(dataset, vid, f"{folder}: no img_*.jpg frames")
+        return
+    try:
+        check_contiguous(frames, "frames")
+    except InputError as exc:
+        listing.fail(dataset, vid, str(exc))
+        return
+    if abs(frames.count - listed_frames) > frame_tolerance(listed_frames):
+        listing.fail(
+            dataset,
+            vid,
+            f"{folder}: {frames.count} frames on disk but the fold list says {listed_frames}",
+        )
+        return
+    ann = root / "annotations" / dataset / vid
+    fix = numbered(ann, "fixMap_", (".mat",))
+    maps = numbered(ann / "maps", "eyeMap_", (".jpg", ".jpeg", ".png"))
+    wav = root / "video_audio" / dataset / vid / f"{vid}.wav"
+    listing.records.append(
+        VideoRecord(
+            dataset=dataset,
+            video_id=vid,
+            split=split,
+            fold=fold,
+            frames=frames.pattern,
+            first_index=frames.first,
+            audio=str(wav) if wav.is_file() else None,
+            fps=fps,
+            num_frames=frames.count,
+            fixations=(
+                FixationSource(kind="mat", pattern=fix.pattern, first_index=fix.first)
+                if fix
+                else FixationSource()
+            ),
+            maps_pattern=maps.pattern if maps else None,
+        )
+    )

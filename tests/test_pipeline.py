@@ -1,0 +1,173 @@
+"""The preprocessing job end to end: bad input reported, the rest finished, resumable;
+one run on a local Ray (DESIGN §5, §10)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_dataset_sources import gaze_rows, make_video, write_gaze_csv
+
+from avrsp.config import preset
+from avrsp.errors import InputError
+from preprocessing.pipeline import preprocess
+from preprocessing.segments import SegmentOptions
+from workflows.commands import preprocess as command
+
+MiB = 1 << 20
+
+
+def small_options() -> SegmentOptions:
+    return SegmentOptions(
+        frames=4, height=32, width=48, sample_rate=8000, audio_samples=2000, stride=4
+    )
+
+
+def build_clips(root: Path, names: list[str]) -> Path:
+    """``root/videos/<name>.mp4`` (2 s, 10 fps, 20 frames) with gaze for 20 frames each."""
+    rows = []
+    for name in names:
+        make_video(root / "videos" / f"{name}.mp4")
+        rows += gaze_rows(name, 20)
+    write_gaze_csv(root / "gaze.csv", rows)
+    return root
+
+
+def test_bad_inputs_are_reported_and_the_rest_is_written(tmp_path: Path) -> None:
+    root = build_clips(tmp_path / "clips", ["good"])
+    videos = root / "videos"
+    make_video(videos / "silent.mp4", audio=None)
+    make_video(videos / "surround.mp4", audio="5.1")
+    make_video(videos / "vfr.mp4", vfr=True)
+    make_video(videos / "longgaze.mp4")
+    make_video(videos / "outside.mp4")
+    data = make_video(tmp_path / "whole.mp4").read_bytes()
+    (videos / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])
+    (videos / "notvideo.mp4").write_text("this is not a video\n")
+    rows = gaze_rows("good", 20) + gaze_rows("silent", 20) + gaze_rows("surround", 20)
+    rows += gaze_rows("truncated", 20) + gaze_rows("notvideo", 20)
+    rows += gaze_rows("longgaze", 60) + gaze_rows("outside", 20, x=-30.0)
+    write_gaze_csv(root / "gaze.csv", rows)
+    # The VFR clip's gaze has times (seconds): they map to frames of its CFR decoding.
+    timed = [("vfr", 0, 1, 20.0, 12.0, k / 10) for k in range(20)]
+    write_gaze_csv(root / "gaze" / "vfr.csv", timed, with_t=True)
+    out = tmp_path / "out"
+    report = preprocess(
+        f"csv:{root}",
+        out,
+        config=preset("tiny"),
+        options=small_options(),
+        use_ray=False,
+        log=lambda _: None,
+    )
+    failures = {f["video"]: f["reason"] for f in json.loads((out / "failures.json").read_text())}
+    assert set(failures) == {"truncated", "notvideo", "longgaze", "outside"}
+    assert "truncated.mp4" in failures["truncated"] and "notvideo.mp4" in failures["notvideo"]
+    assert "another length" in failures["longgaze"]
+    assert "fall outside" in failures["outside"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["videos"] == 4 and manifest["failed"] == 4 and manifest["schema_version"] == 1
+    # 20 frames, T=4, stride 4 → windows end at 3, 7, 11, 15, 19.
+    assert manifest["splits"]["train"] == {"videos": 4, "windows": 18, "bytes": report.bytes}
+    done = {p.stem: json.loads(p.read_text()) for p in (out / "done").glob("*.json")}
+    assert not done["clips__silent"]["has_audio"] and done["clips__surround"]["has_audio"]
+    assert any("downmixed" in n for n in done["clips__surround"]["notes"])
+    assert any("variable frame rate" in n for n in done["clips__vfr"]["notes"])
+    assert all(d["windows"] == 5 for k, d in done.items() if k != "clips__vfr")
+    # VFR: 13 frames over 2 s → resampled to its average 6.84 fps: 14 frames, windows at 3, 7, 11.
+    assert done["clips__vfr"]["frames"] == 14 and done["clips__vfr"]["windows"] == 3
+    import pyarrow.parquet as pq
+
+    silent = pq.read_table(out / done["clips__silent"]["files"][0]).to_pylist()
+    assert not any(r["has_audio"] for r in silent)
+    assert all(not any(r["audio"]) for r in silent)
+    # A second run touches nothing finished and retries the failures.
+    again = preprocess(
+        f"csv:{root}",
+        out,
+        config=preset("tiny"),
+        options=small_options(),
+        use_ray=False,
+        log=lambda _: None,
+    )
+    assert again.done_before == 4 and again.failed == 4 and again.windows == 18
+
+
+def test_clear_errors_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match=r"--out .*file.txt/out: output folder cannot be"):
+        preprocess(f"csv:{tmp_path / 'nothing'}", blocker / "out", config=preset("tiny"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no videos found"):
+        preprocess(f"csv:{tmp_path / 'empty'}", tmp_path / "out", config=preset("tiny"))
+
+
+def test_command_parses_and_passes_options(tmp_path: Path, monkeypatch) -> None:
+    seen = {}
+
+    def fake(source, out, **kw):
+        seen.update(source=source, out=out, **kw)
+
+        class R:
+            failed = 1
+
+        return R()
+
+    monkeypatch.setattr("preprocessing.pipeline.preprocess", fake)
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "preprocess",
+            "--source",
+            "diem:/d",
+            "--out",
+            str(tmp_path),
+            "--preset",
+            "tiny",
+            "--stride",
+            "3",
+            "--screen",
+            "1280x960",
+            "--max-shard-mb",
+            "8",
+        ]
+    )
+    assert args.func(args) == 1  # a failed video gives exit status 1
+    assert seen["options"].stride == 3 and seen["options"].frames == 8
+    assert seen["options"].max_shard_bytes == 8 * MiB
+    assert seen["source_options"]["screen"] == (1280, 960)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * MiB)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_job_end_to_end(ray_local, tmp_path: Path) -> None:
+    root = build_clips(tmp_path / "clips", ["a", "b"])
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00" * 1000)
+    write_gaze_csv(
+        root / "gaze.csv", gaze_rows("a", 20) + gaze_rows("b", 20) + gaze_rows("broken", 20)
+    )
+    out = tmp_path / "out"
+    report = preprocess(
+        f"csv:{root}", out, config=preset("tiny"), options=small_options(), log=lambda _: None
+    )
+    assert (report.ok, report.failed, report.windows) == (2, 1, 10)
+    assert report.failures[0]["video"] == "broken"
+    ds = ray_local.data.read_parquet(str(out / "shards"))
+    assert ds.count() == 10
+    assert sorted({r["video"] for r in ds.select_columns(["video"]).take_all()}) == ["a", "b"]

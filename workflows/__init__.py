@@ -1,0 +1,1 @@
+"""The jobs users run (train, evaluate, predict, preprocess, demo) and the ``avrsp`` CLI."""

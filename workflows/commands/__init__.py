@@ -1,0 +1,1 @@
+"""Subcommands of the ``avrsp`` CLI, one module each."""
