@@ -43,7 +43,12 @@ class InputConfig(_Strict):
     width: int = Field(384, ge=32, le=4096, description="frame width in pixels")
     sample_rate: int = Field(22050, ge=8000, le=192000, description="audio rate, Hz")
     audio_window_s: float = Field(
-        1.5, gt=0.0, le=30.0, description="length of the fixed audio buffer, seconds"
+        1.5,
+        gt=0.0,
+        le=30.0,
+        description="length of the fixed audio buffer, seconds (at 22,050 Hz: >= 0.21 s "
+        "for SoundNet-8 to give one time step, >= 0.58 s for two, which training with "
+        "one window per batch needs for its BatchNorm statistics)",
     )
 
     @property
@@ -119,6 +124,11 @@ class ModelConfig(_Strict):
         if not self.aspp_rates or any(r < 1 for r in self.aspp_rates):
             raise ValueError(f"aspp_rates: need one or more rates >= 1, got {self.aspp_rates}")
         return self
+
+    def level_widths(self) -> tuple[int, int, int, int]:
+        """Channels of X0, X1, X2, X3 after ASPP+LIP: ``width`` halved per level, >= 8."""
+        w0, w1, w2, w3 = (max(self.width >> level, min(self.width, 8)) for level in range(4))
+        return (w0, w1, w2, w3)
 
     def effective_bn_momentum(self) -> float:
         """The S3D BatchNorm momentum the rule in DESIGN §3 picks."""
@@ -221,11 +231,11 @@ def paper() -> AVRSPConfig:
 
 
 def tiny() -> AVRSPConfig:
-    """Small enough for two CPU cores: T=8 at 64×112, width 32, one RAVF block."""
+    """Small enough for two CPU cores: T=8 at 64×112, width 64, one RAVF block."""
     return AVRSPConfig(
-        input=InputConfig(frames=8, height=64, width=112, audio_window_s=0.5),
+        input=InputConfig(frames=8, height=64, width=112, audio_window_s=0.75),
         model=ModelConfig(
-            width=32,
+            width=64,
             heads=4,
             ravf_blocks=1,
             ffn_mult=2,

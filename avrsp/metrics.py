@@ -34,6 +34,7 @@ Speed: every per-frame operation is O(H·W) with no full sort; ``docs/PERFORMANC
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -53,6 +54,7 @@ METRIC_NAMES = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji", "auc_shuffle
 _STREAM_JUDD, _STREAM_BORJI, _STREAM_SHUFFLED = 1, 2, 3
 # Fine bins of the exact "how many values >= t" counter (see _count_ge).
 _FINE_BINS = 1 << 14
+_N_BINS = _FINE_BINS + 1  # bins 0 … B: a normalised value of exactly 1 gets bin B
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,15 +202,29 @@ class _Workspace:
         self.mask = np.empty(size, dtype=bool)
 
 
+_LOCAL = threading.local()
+
+
+def _workspace(size: int) -> _Workspace:
+    """This thread's workspace for frames of ``size`` pixels (kept for the next call)."""
+    ws = getattr(_LOCAL, "workspace", None)
+    if ws is None or ws.norm.size != size:
+        ws = _LOCAL.workspace = _Workspace(size)
+    return ws
+
+
 class _Target:
     """A ground-truth map (flat float64 ``[P]``) with its min, max and sum."""
 
-    def __init__(self, g: Any, ws: _Workspace) -> None:
+    def __init__(self, g: np.ndarray, ws: _Workspace) -> None:
         np.copyto(ws.gt, np.ravel(g), casting="unsafe")
         self.g = ws.gt
-        self.min = float(self.g.min())
-        self.max = float(self.g.max())
-        self.sum = float(self.g.sum())
+        # Integer maps (8-bit, as datasets store them): statistics on the narrow type.
+        self.integer = np.issubdtype(g.dtype, np.integer)
+        src = g if self.integer else self.g
+        self.min = float(src.min())
+        self.max = float(src.max())
+        self.sum = float(src.sum(dtype=np.int64 if self.integer else np.float64))
 
 
 class _Frame:
@@ -254,20 +270,19 @@ class _Frame:
 
     @staticmethod
     def bin_of(s: np.ndarray | float) -> np.ndarray:
-        """Fine bin ``min(floor(s · B), B − 1)`` of normalised values (monotone in s)."""
-        return np.minimum(np.floor(np.asarray(s) * _FINE_BINS), _FINE_BINS - 1).astype(np.intp)
+        """Fine bin ``floor(s · B)``, clipped to [0, B], of normalised values (monotone in s)."""
+        return np.clip(np.floor(np.asarray(s) * _FINE_BINS), 0, _FINE_BINS).astype(np.intp)
 
     def bins(self) -> tuple[np.ndarray, np.ndarray]:
-        """Fine bin of every pixel (intp ``[P]``) and the histogram ``[B]`` of the bins."""
+        """Fine bin of every pixel (intp ``[P]``) and the histogram ``[B + 1]`` of the bins."""
         ws = self.ws
         if self._hist is None:
             # float64 -> int32 -> intp: a direct float64 -> int64 cast is ~10x slower
             # on CPUs without AVX-512, and numpy indexes fastest with intp.
             np.multiply(self.normalized(), _FINE_BINS, out=ws.tmp1)
-            np.copyto(ws.bins32, ws.tmp1, casting="unsafe")  # truncation = floor (>= 0)
-            np.minimum(ws.bins32, _FINE_BINS - 1, out=ws.bins32)
+            np.copyto(ws.bins32, ws.tmp1, casting="unsafe")  # truncation = floor (s >= 0)
             np.copyto(ws.bins, ws.bins32)
-            self._hist = np.bincount(ws.bins, minlength=_FINE_BINS)
+            self._hist = np.bincount(ws.bins, minlength=_N_BINS)
         return ws.bins, self._hist
 
     def select(self, flag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +301,7 @@ class _Frame:
         np.take(flag, b, out=self.ws.mask)
         idx = np.flatnonzero(self.ws.mask)
         unflagged = np.where(flag, 0, hist)
-        above = np.zeros(_FINE_BINS, dtype=np.int64)
+        above = np.zeros(_N_BINS, dtype=np.int64)
         above[:-1] = np.cumsum(unflagged[::-1])[::-1][1:]
         self._sel = (flag, idx, above)
         return idx, above
@@ -297,8 +312,14 @@ def _cc(fr: _Frame, gt: _Target) -> float:
     if fr.constant or gt.min == gt.max:
         return math.nan
     a, ssa = fr.centered()
-    b = np.subtract(gt.g, gt.sum / gt.g.size, out=fr.ws.tmp1)
-    return float(np.dot(a, b) / math.sqrt(ssa * float(np.dot(b, b))))
+    n = gt.g.size
+    if gt.integer:  # sum((g - mean)²) from exact integer sums: one pass, one rounding
+        ssg = float(np.dot(gt.g, gt.g)) - gt.sum * gt.sum / n
+    else:
+        b = np.subtract(gt.g, gt.sum / n, out=fr.ws.tmp1)
+        ssg = float(np.dot(b, b))
+    # a · (g − mean g) = a · g, as a sums to 0 (to rounding, ~1e-16 relative here).
+    return float(np.dot(a, gt.g) / math.sqrt(ssa * ssg))
 
 
 def _nss(fr: _Frame) -> float:
@@ -309,33 +330,27 @@ def _nss(fr: _Frame) -> float:
     return float(a[fr.fix_idx].mean() / math.sqrt(ss / (fr.size - 1)))
 
 
-def _sim_normalize(
-    x: np.ndarray, lo: float, hi: float, out: np.ndarray, norm: np.ndarray | None = None
-) -> np.ndarray | None:
-    """``similarity.m``'s normalisation: min-max, then divide by the sum, into ``out``.
-
-    ``norm`` is the min-max normalised map when already at hand. Returns None where MATLAB
-    gets an all-NaN map (a constant non-zero map: 0/0).
-    """
-    if lo == 0.0 and hi == 0.0:  # "zero map will remain a zero map"
-        return x
-    if lo == hi:
-        return None
-    if norm is None:
-        norm = np.subtract(x, lo, out=out)
-        np.divide(norm, hi - lo, out=norm)
-    return np.multiply(norm, 1.0 / norm.sum(), out=out)
-
-
 def _sim(fr: _Frame, gt: _Target) -> float:
-    """SIM (``similarity.m``): histogram intersection of the two normalised maps."""
+    """SIM (``similarity.m``): histogram intersection of the two normalised maps.
+
+    Each map is min-max normalised, then divided by its sum; an all-zero map stays zero,
+    a constant non-zero one is all NaN in MATLAB (0/0). Min-max then sum-normalising is
+    ``(x − min) / sum(x − min)``, so with ``a`` the min-max normalised prediction,
+    ``SIM = sum(min(a, (g − gmin) · Sa / Sg)) / Sa`` with ``Sa = sum(a)`` and
+    ``Sg = sum(g − gmin)`` (exact from integer sums for 8-bit maps): fewer passes, the same
+    value to rounding.
+    """
     ws = fr.ws
-    norm = None if fr.constant else fr.normalized()
-    a = _sim_normalize(fr.p, fr.min, fr.max, ws.tmp1, norm)
-    b = _sim_normalize(gt.g, gt.min, gt.max, ws.tmp2)
-    if a is None or b is None:
+    if (fr.constant and fr.max != 0.0) or (gt.min == gt.max and gt.max != 0.0):
         return math.nan
-    return float(np.minimum(a, b, out=ws.tmp1).sum())
+    if fr.constant or gt.min == gt.max:  # a zero map (others returned): min(0, b) = 0
+        return 0.0
+    a = fr.normalized()
+    sa = float(a.sum())
+    b = np.subtract(gt.g, gt.min, out=ws.tmp2)
+    sg = gt.sum - gt.g.size * gt.min if gt.integer else float(b.sum())
+    np.multiply(b, sa / sg, out=b)
+    return float(np.minimum(a, b, out=b).sum() / sa)
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -470,7 +485,7 @@ def _judd_flag(fr: _Frame, amp: float) -> tuple[np.ndarray, np.ndarray]:
     margin = 2.0 * amp
     lo = fr.bin_of((t - margin - fr.min) / span)
     hi = fr.bin_of((t + margin - fr.min) / span)
-    mark = np.zeros(_FINE_BINS + 1, dtype=np.int64)
+    mark = np.zeros(_N_BINS + 1, dtype=np.int64)
     np.add.at(mark, np.maximum(lo, 0), 1)
     np.add.at(mark, hi + 1, -1)
     return np.cumsum(mark[:-1]) > 0, hi
@@ -478,7 +493,7 @@ def _judd_flag(fr: _Frame, amp: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _threshold_flag(fr: _Frame, thresholds: np.ndarray) -> np.ndarray:
     """Fine bins holding a positive threshold of the normalised map."""
-    flag = np.zeros(_FINE_BINS, dtype=bool)
+    flag = np.zeros(_N_BINS, dtype=bool)
     flag[fr.bin_of(thresholds[thresholds > 0])] = True
     return flag
 
@@ -547,7 +562,7 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 def _pred_frame(pred: Any, shape: tuple[int, int], fix: np.ndarray | None = None) -> _Frame:
     p = _as_array(pred, "pred", (2,))
     flat = imresize(p, shape).ravel()
-    ws = _Workspace(flat.size)
+    ws = _workspace(flat.size)
     return _Frame(flat, np.zeros(flat.size, dtype=bool) if fix is None else fix, ws)
 
 
@@ -727,7 +742,7 @@ def all_metrics(
     names = [m for m in METRIC_NAMES if o_all is not None or m != "auc_shuffled"]
     out = {m: np.full(n, math.nan) for m in names}
     shared_other = np.flatnonzero(o_all) if o_all is not None and o_all.ndim == 2 else None
-    ws = _Workspace(shape[0] * shape[1])
+    ws = _workspace(shape[0] * shape[1])
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         p_chunk = imresize(p_all[start:stop], shape)

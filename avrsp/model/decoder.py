@@ -18,14 +18,19 @@ from avrsp.model.multiscale import resample
 
 
 class SaliencyDecoder(nn.Module):
-    def __init__(self, width: int, widths: tuple[int, int, int, int]) -> None:
+    def __init__(
+        self, level_widths: tuple[int, int, int, int], widths: tuple[int, int, int, int]
+    ) -> None:
+        """``level_widths``: channels of the level 0…3 skips; ``widths``: of the blocks."""
         super().__init__()
-        ins = (width, widths[0] + width, widths[1] + width, widths[2] + width)
+        c0, c1, c2, c3 = level_widths
+        ins = (c0, widths[0] + c1, widths[1] + c2, widths[2] + c3)
         self.blocks = nn.ModuleList(conv_bn_relu(i, o) for i, o in zip(ins, widths, strict=True))
         self.head = nn.Conv3d(widths[3], 1, 1)
 
     def forward(self, skips: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
-        """``skips`` = level 0 (bottom) … level 3 features ``[B, d, t, h, w]`` → ``[B, H, W]``."""
+        """``skips`` = level 0 (bottom) … level 3 features ``[B, c_l, t, h, w]`` → ``[B, H, W]``.
+        """
         x = self.blocks[0](skips[0])
         for block, skip in zip(self.blocks[1:], skips[1:], strict=True):
             x = block(torch.cat([resample(x, skip.shape[2:]), skip], dim=1))

@@ -9,9 +9,13 @@ others are the baselines of Table V:
 - ``bilinear``: low-rank bilinear pooling (Kim et al. 2017, "MLB") of each visual token
   with the mean audio token, ``P(tanh(U x) ⊙ tanh(V a))``, added residually and normalised
   (a full ``d×d×d`` bilinear tensor would dwarf the network);
-- ``mbt``: Multimodal Bottleneck Transformer (Nagrani et al. 2021): per layer, visual
-  tokens attend over [visual; bottleneck], audio tokens over [audio; bottleneck], and the
-  bottleneck tokens are the mean of both updates — the only path between the modalities.
+- ``mbt``: Multimodal Bottleneck Transformer (Nagrani et al. 2021): per layer, audio
+  tokens attend over [audio; bottleneck], then visual tokens over [visual; that updated
+  bottleneck], and the bottleneck tokens become the mean of both updates — the only path
+  between the modalities. Audio goes first so that it reaches the visual tokens in every
+  layer: with both streams reading the same bottleneck (MBT's classification setting, which
+  uses both streams' outputs), a one-layer MBT would ignore the audio here, where only the
+  visual tokens go on.
 """
 
 from __future__ import annotations
@@ -79,10 +83,11 @@ class MBTFusion(nn.Module):
         nv, na = visual.shape[1], audio.shape[1]
         z = self.bottleneck.expand(visual.shape[0], -1, -1)
         for v_layer, a_layer in zip(self.visual_layers, self.audio_layers, strict=True):
-            vz = v_layer(torch.cat([visual, z], dim=1))
             az = a_layer(torch.cat([audio, z], dim=1))
-            visual, audio = vz[:, :nv], az[:, :na]
-            z = 0.5 * (vz[:, nv:] + az[:, na:])
+            audio, z_audio = az[:, :na], az[:, na:]
+            vz = v_layer(torch.cat([visual, z_audio], dim=1))
+            visual = vz[:, :nv]
+            z = 0.5 * (vz[:, nv:] + z_audio)
         return visual
 
 

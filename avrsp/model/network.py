@@ -3,7 +3,9 @@
 Data flow for one window (shapes at the ``paper`` preset, d = ``ModelConfig.width``):
 
 1. ``frames [B, 3, 32, 224, 384]`` in [0, 1] → [-1, 1] → S3D taps X3…X0
-   (:mod:`avrsp.model.s3d`) → ASPP+LIP per tap → four scales with d channels.
+   (:mod:`avrsp.model.s3d`) → ASPP+LIP per tap → four scales, X0 with d channels and
+   each higher-resolution one with half the channels of the one below
+   (``ModelConfig.level_widths``: 256, 128, 64, 32 at the paper preset).
 2. ``audio [B, S]`` in [-1, 1] → × ``audio_scale`` → SoundNet-8 conv1–7 ``[B, 1024, L]``
    → linear → audio tokens ``[B, L, d]`` (AV variant only).
 3. X0 as tokens ``[B, t·h·w, d]`` fused with the audio tokens (RAVF or a Table V
@@ -55,10 +57,12 @@ class AVRSP(nn.Module):
         self.config = config
         self.uses_audio = config.use_audio
         width = config.width
+        widths = config.level_widths()  # by level: X0 … X3
         self.visual = S3DEncoder(bn_momentum=config.effective_bn_momentum())
         # stage_heads[i] processes tap i of [X3, X2, X1, X0].
         self.stage_heads = nn.ModuleList(
-            StageHead(c, width, config.aspp_rates) for c in TAP_CHANNELS
+            StageHead(c, widths[LEVELS - 1 - i], config.aspp_rates)
+            for i, c in enumerate(TAP_CHANNELS)
         )
         self.audio: SoundNet8 | None = None
         self.audio_proj: nn.Linear | None = None
@@ -77,11 +81,22 @@ class AVRSP(nn.Module):
         self.levels = paired_levels(config.ms_mrg_pairs)
         ms_levels = [lv for lv in self.levels if config.use_ms and (config.use_mrg or lv > 0)]
         self.ms = nn.ModuleDict(
-            {str(lv): MS(width, has_higher=lv < LEVELS - 1, has_lower=lv > 0) for lv in ms_levels}
+            {
+                str(lv): MS(
+                    widths[lv],
+                    higher=widths[lv + 1] if lv < LEVELS - 1 else None,
+                    lower=widths[lv - 1] if lv > 0 else None,
+                )
+                for lv in ms_levels
+            }
         )
-        mrg_levels = self.levels if config.use_mrg else []
-        self.mrg = nn.ModuleDict({str(lv): MRG(width) for lv in mrg_levels})
-        self.decoder = SaliencyDecoder(width, config.decoder_widths)
+        # The MRG chain: each gate takes F from the previous gated level (or F_av).
+        self.mrg = nn.ModuleDict()
+        fused_width = widths[0]
+        for lv in self.levels if config.use_mrg else []:
+            self.mrg[str(lv)] = MRG(fused_width, widths[lv])
+            fused_width = widths[lv]
+        self.decoder = SaliencyDecoder(widths, config.decoder_widths)
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         if frames.ndim != 5 or frames.shape[1] != 3:
@@ -127,7 +142,14 @@ class AVRSP(nn.Module):
                 f"audio must be [B, samples] with B={x0.shape[0]}, got {tuple(audio.shape)}"
             )
         b, c, t, h, w = x0.shape
-        feats = self.audio(audio * self.config.audio_scale)  # [B, 1024, L]
+        try:
+            feats = self.audio(audio * self.config.audio_scale)  # [B, 1024, L]
+        except ValueError as exc:  # BatchNorm with one value per channel
+            raise InputError(
+                f"audio [B={audio.shape[0]}, {audio.shape[1]} samples] gives SoundNet-8 a single "
+                "time step; training then needs batch >= 2 or a longer audio_window_s "
+                f"({exc})"
+            ) from None
         audio_tokens = self.audio_proj(feats.transpose(1, 2))  # [B, L, d]
         tokens = self.fusion(x0.flatten(2).transpose(1, 2), audio_tokens)  # [B, t·h·w, d]
         return tokens.transpose(1, 2).reshape(b, c, t, h, w)

@@ -1,0 +1,638 @@
+"""The network (``avrsp/model``): every ablation row of the paper's Tables III–V, the parts.
+
+Sweeps use the ``tiny`` preset on the smallest window S3D accepts (``MIN_FRAMES`` frames of
+64×64, so X0 is 1×2×2) and 1.5 s of audio (two SoundNet steps); each distinct model is
+built once per module (seeded) and shared. Forward passes run on one thread: on a busy
+two-core machine torch's two-thread kernels are an order of magnitude slower.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avrsp.config import FUSION_METHODS, MIN_AUDIO_SAMPLES, MIN_FRAMES, AVRSPConfig, paper, tiny
+from avrsp.errors import InputError
+from avrsp.losses import saliency_loss
+from avrsp.model import AVRSP, build_model
+from avrsp.model.aspp import ASPP, LIP
+from avrsp.model.fusion import (
+    AddFusion,
+    BilinearFusion,
+    ConcatFusion,
+    MBTFusion,
+    MulFusion,
+)
+from avrsp.model.multiscale import MRG, MS, resample
+from avrsp.model.network import LEVELS, paired_levels
+from avrsp.model.ravf import RAVF, RelevanceCrossAttention
+from avrsp.model.s3d import TAP_CHANNELS, S3DEncoder
+from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
+
+H = W = 64
+SMALL_INPUT = {
+    "input.frames": MIN_FRAMES,
+    "input.height": H,
+    "input.width": W,
+    "input.audio_window_s": 1.5,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_config(**model: object) -> AVRSPConfig:
+    """The tiny preset on the small window, with ``model.<key>`` overrides."""
+    return tiny().with_overrides(**SMALL_INPUT, **{f"model.{k}": v for k, v in model.items()})
+
+
+ModelFactory = Callable[..., AVRSP]
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelFactory:
+    """``models(**model_overrides)``: a seeded eval-mode model, built once per module."""
+    cache: dict[tuple, AVRSP] = {}
+
+    def get(**model: object) -> AVRSP:
+        key = tuple(sorted(small_config(**model).model.model_dump().items()))
+        if key not in cache:
+            torch.manual_seed(0)
+            cache[key] = build_model(small_config(**model)).eval()
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """The same frames twice ``[2, 3, T, H, W]`` with two different audio windows ``[2, S]``."""
+    gen = torch.Generator().manual_seed(1)
+    frames = torch.rand(1, 3, MIN_FRAMES, H, W, generator=gen).expand(2, -1, -1, -1, -1)
+    samples = small_config().input.audio_samples
+    t = torch.arange(samples) / small_config().input.sample_rate
+    tone = 0.5 * torch.sin(2 * math.pi * 440.0 * t)
+    noise = torch.rand(samples, generator=gen) * 2 - 1
+    return frames.contiguous(), torch.stack([tone, noise])
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_forward(model: AVRSP, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Shape, range, and that audio matters exactly when the model uses it.
+
+    The two samples share their frames and differ in audio. At initialisation the map is
+    nearly flat (std ~1e-4), so the audio's effect is checked where it enters: on the
+    decoder's bottom skip (F_av or its gated form), and only as "not identical" on the map.
+    """
+    frames, audio = batch
+    skips: list[list[torch.Tensor]] = []
+    hook = model.decoder.register_forward_pre_hook(lambda m, args: skips.append(args[0]))
+    try:
+        with torch.no_grad():
+            out = model(frames, audio if model.uses_audio else None)
+    finally:
+        hook.remove()
+    assert out.shape == (2, H, W) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out.max() > out.min()  # a map, not a constant
+    bottom = skips[0][0]
+    if model.uses_audio:
+        change = (bottom[0] - bottom[1]).abs().max()
+        assert change > 1e-4 * bottom.abs().mean(), "the audio does not reach F_av"
+        assert not torch.equal(out[0], out[1]), "the audio does not reach the map"
+    else:
+        assert torch.equal(bottom[0], bottom[1]) and torch.equal(out[0], out[1])
+    return out
+
+
+# --------------------------------------------------------------------------- Table III
+
+TABLE_III = [
+    (audio, ms, mrg)
+    for audio in (False, True)
+    for ms, mrg in ((False, False), (True, False), (False, True), (True, True))
+]
+
+
+@pytest.mark.parametrize(("audio", "ms", "mrg"), TABLE_III)
+def test_table_iii_rows(models: ModelFactory, batch, audio: bool, ms: bool, mrg: bool) -> None:
+    model = models(use_audio=audio, use_ms=ms, use_mrg=mrg)
+    levels = {str(lv) for lv in paired_levels(3)}
+    assert set(model.ms) == (levels if ms else set())
+    assert set(model.mrg) == (levels if mrg else set())
+    assert (model.audio is not None, model.fusion is not None) == (audio, audio)
+    check_forward(model, batch)
+
+
+@pytest.mark.parametrize("audio", [False, True])
+@pytest.mark.parametrize("pairs", [3, 4])
+def test_switching_ms_off_removes_exactly_the_ms_modules(
+    models: ModelFactory, audio: bool, pairs: int
+) -> None:
+    full = models(use_audio=audio, ms_mrg_pairs=pairs)
+    no_ms = models(use_audio=audio, ms_mrg_pairs=pairs, use_ms=False)
+    full_shapes = shapes(full)
+    kept = {k: v for k, v in full_shapes.items() if not k.startswith("ms.")}
+    assert shapes(no_ms) == kept
+    assert n_params(full) - n_params(no_ms) == n_params(full.ms) > 0
+    assert len(full.ms) == pairs
+
+
+@pytest.mark.parametrize("audio", [False, True])
+@pytest.mark.parametrize("pairs", [3, 4])
+def test_switching_mrg_off_removes_exactly_the_mrg_gates(
+    models: ModelFactory, audio: bool, pairs: int
+) -> None:
+    full = models(use_audio=audio, ms_mrg_pairs=pairs)
+    no_mrg = models(use_audio=audio, ms_mrg_pairs=pairs, use_mrg=False)
+    # X̃^0 only feeds MRG, so level 0's MS goes with it (network docstring)
+    dropped = ("mrg.", "ms.0.")
+    kept = {k: v for k, v in shapes(full).items() if not k.startswith(dropped)}
+    assert shapes(no_mrg) == kept
+    ms0 = n_params(full.ms["0"]) if "0" in full.ms else 0
+    assert n_params(full) - n_params(no_mrg) == n_params(full.mrg) + ms0
+    assert len(full.mrg) == pairs and len(no_mrg.mrg) == 0
+    assert ("0" in full.ms) == (pairs == 4) and "0" not in no_mrg.ms
+
+
+def test_both_switches_off_is_the_plain_pairs_zero_network(models: ModelFactory) -> None:
+    """MS and MRG off leaves the same modules as zero pairs; only the skips' source differs."""
+    assert shapes(models(use_ms=False, use_mrg=False)) == shapes(models(ms_mrg_pairs=0))
+
+
+def test_mrg_off_skips_are_the_ms_features(models: ModelFactory, batch) -> None:
+    """With MRG off, level l ≥ 1 gets X̃^l alone and level 0 gets F_av (docstring, step 4)."""
+    model = models(use_mrg=False)
+    frames, audio = batch
+    seen: list[list[torch.Tensor]] = []
+    enhanced: dict[str, torch.Tensor] = {}
+    hooks = [model.decoder.register_forward_pre_hook(lambda m, args: seen.append(args[0]))]
+    for name, ms in model.ms.items():
+        hooks.append(
+            ms.register_forward_hook(lambda m, a, out, name=name: enhanced.__setitem__(name, out))
+        )
+    fused: list[torch.Tensor] = []
+    hooks.append(model.fusion.register_forward_hook(lambda m, a, out: fused.append(out)))
+    with torch.no_grad():
+        model(frames, audio)
+    for hook in hooks:
+        hook.remove()
+    skips = seen[0]
+    for lv in paired_levels(3):
+        assert torch.equal(skips[lv], enhanced[str(lv)])
+    b, c, t, h, w = skips[0].shape
+    assert torch.equal(skips[0], fused[0].transpose(1, 2).reshape(b, c, t, h, w))
+
+
+# --------------------------------------------------------------------------- Table IV
+
+
+def test_paired_levels_follow_table_iv() -> None:
+    assert [paired_levels(p) for p in range(5)] == [[], [3], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("audio", [False, True])
+@pytest.mark.parametrize("pairs", range(5))
+def test_table_iv_rows(models: ModelFactory, batch, audio: bool, pairs: int) -> None:
+    model = models(use_audio=audio, ms_mrg_pairs=pairs)
+    expected = {str(lv) for lv in range(LEVELS - pairs, LEVELS)}
+    assert set(model.ms) == expected and set(model.mrg) == expected
+    check_forward(model, batch)
+
+
+@pytest.mark.parametrize("audio", [False, True])
+def test_more_pairs_more_parameters(models: ModelFactory, audio: bool) -> None:
+    counts = [n_params(models(use_audio=audio, ms_mrg_pairs=p)) for p in range(5)]
+    assert counts == sorted(set(counts)), counts
+
+
+# --------------------------------------------------------------------------- Table V
+
+FUSION_TYPES = {
+    "ravf": RAVF,
+    "add": AddFusion,
+    "mul": MulFusion,
+    "concat": ConcatFusion,
+    "bilinear": BilinearFusion,
+    "mbt": MBTFusion,
+}
+
+
+@pytest.mark.parametrize("method", ["visual-only", *FUSION_METHODS])
+def test_table_v_rows(models: ModelFactory, batch, method: str) -> None:
+    if method == "visual-only":
+        model = models(use_audio=False)
+        assert model.fusion is None and model.audio is None and model.audio_proj is None
+    else:
+        model = models(fusion=method)
+        assert type(model.fusion) is FUSION_TYPES[method]
+    check_forward(model, batch)
+
+
+def test_fusion_table_covers_every_method() -> None:
+    assert set(FUSION_TYPES) == set(FUSION_METHODS)
+
+
+@pytest.mark.parametrize("method", ["add", "mul"])
+def test_parameter_free_fusion_adds_only_the_audio_branch(models: ModelFactory, method) -> None:
+    w0 = small_config().model.level_widths()[0]
+    audio_branch = n_params(SoundNet8()) + OUT_CHANNELS * w0 + w0  # SoundNet + projection
+    assert n_params(models(fusion=method)) == n_params(models(use_audio=False)) + audio_branch
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_visual_only_model_needs_no_audio_and_ignores_it(models: ModelFactory, batch) -> None:
+    model = models(use_audio=False)
+    frames, audio = batch
+    with torch.no_grad():
+        assert torch.equal(model(frames[:1]), model(frames[:1], audio[:1]))
+
+
+def test_av_model_without_audio_raises(models: ModelFactory, batch) -> None:
+    with pytest.raises(InputError, match="audio-visual model"):
+        models()(batch[0][:1])
+
+
+@pytest.mark.parametrize(
+    ("audio_shape", "match"), [((3, MIN_AUDIO_SAMPLES), "B=1"), ((MIN_AUDIO_SAMPLES,), "B=1")]
+)
+def test_av_model_rejects_misshaped_audio(models: ModelFactory, batch, audio_shape, match) -> None:
+    with pytest.raises(InputError, match=match):
+        models()(batch[0][:1], torch.zeros(audio_shape))
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((1, 3, 5, 64), r"\[B, 3, T, H, W\]"),
+        ((1, 1, 5, 64, 64), r"\[B, 3, T, H, W\]"),
+        ((1, 3, MIN_FRAMES - 1, 64, 64), rf"T={MIN_FRAMES - 1} < {MIN_FRAMES}"),
+    ],
+)
+def test_misshaped_frames_raise(models: ModelFactory, shape, match) -> None:
+    with pytest.raises(InputError, match=match):
+        models(use_audio=False)(torch.zeros(shape))
+
+
+def test_output_matches_any_input_size(models: ModelFactory) -> None:
+    model = models(use_audio=False)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, MIN_FRAMES + 2, 40, 72))
+    assert out.shape == (1, 40, 72)
+
+
+def test_s3d_needs_min_frames(models: ModelFactory) -> None:
+    """MIN_FRAMES is exact: one frame fewer and S3D's last temporal pool has nothing left."""
+    s3d = models(use_audio=False).visual
+    with torch.no_grad():
+        taps = s3d(torch.zeros(1, 3, MIN_FRAMES, 32, 32))
+        assert [t.shape[2] for t in taps] == [3, 3, 2, 1]
+        with pytest.raises(RuntimeError):
+            s3d(torch.zeros(1, 3, MIN_FRAMES - 1, 32, 32))
+
+
+def test_soundnet_needs_min_audio_samples() -> None:
+    """MIN_AUDIO_SAMPLES is exact for the real SoundNet-8 layer schedule."""
+    net = SoundNet8().eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, MIN_AUDIO_SAMPLES)).shape == (2, OUT_CHANNELS, 1)
+        assert net(torch.zeros(1, paper().input.audio_samples)).shape == (1, OUT_CHANNELS, 2)
+        with pytest.raises(RuntimeError):
+            net(torch.zeros(1, MIN_AUDIO_SAMPLES - 1))
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("method", ["ravf", "mbt", "bilinear", "concat", "mul"])
+def test_gradients_reach_every_parameter_in_av_mode(method: str) -> None:
+    torch.manual_seed(3)
+    cfg = small_config(fusion=method, ms_mrg_pairs=4)
+    model = build_model(cfg).train()
+    gen = torch.Generator().manual_seed(4)
+    frames = torch.rand(2, 3, MIN_FRAMES, H, W, generator=gen)
+    audio = torch.rand(2, cfg.input.audio_samples, generator=gen) * 2 - 1
+    target = torch.rand(2, H, W, generator=gen) ** 4
+    loss, _ = saliency_loss(model(frames, audio), target, cfg.loss)
+    loss.backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == len(list(model.parameters()))
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, missing
+    bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not bad, bad
+    zero = [n for n, p in trainable if not p.grad.any()]
+    assert not zero, zero
+
+
+# --------------------------------------------------------------------------- RAVF
+
+
+def _attention(width: int = 16, heads: int = 4, seed: int = 0) -> RelevanceCrossAttention:
+    torch.manual_seed(seed)
+    return RelevanceCrossAttention(width, heads).eval()
+
+
+def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, d = x.shape
+    return x.reshape(b, n, heads, d // heads).permute(0, 2, 1, 3)
+
+
+def test_retention_is_eq_2_and_3() -> None:
+    attn = _attention()
+    gen = torch.Generator().manual_seed(5)
+    visual, audio = torch.randn(2, 6, 16, generator=gen), torch.randn(2, 3, 16, generator=gen)
+    with torch.no_grad():
+        attn(visual, audio)
+        w = {n: attn.proj[n].weight for n in attn.proj}
+        vq, vk = _split(visual @ w["v_q"].T, 4), _split(visual @ w["v_k"].T, 4)
+        aq, ak = _split(audio @ w["a_q"].T, 4), _split(audio @ w["a_k"].T, 4)
+    assert attn.last_ret_a.shape == (2, 4, 6, 3) and attn.last_ret_v.shape == (2, 4, 3, 6)
+    torch.testing.assert_close(attn.last_ret_a, vq @ ak.transpose(-1, -2) / 2.0)  # √d_k = 2
+    torch.testing.assert_close(attn.last_ret_v, aq @ vk.transpose(-1, -2) / 2.0)
+    # no softmax: rows are raw dot products, with negative entries and no unit sums
+    assert (attn.last_ret_a < 0).any()
+
+
+def _visual_only_reference(attn: RelevanceCrossAttention, visual: torch.Tensor) -> torch.Tensor:
+    """Eq. (4)–(7) with Ret = 0, v2a = V_v and a2v = 0, written out."""
+    heads, dk = attn.heads, attn.dk
+    vv = _split(attn.proj["v_v"](visual), heads)  # [B, H, Nv, dk]
+    logits = attn.head_mlp(torch.cat([vv, torch.zeros_like(vv)], dim=-1)).squeeze(-1)
+    weights = torch.softmax(logits, dim=1)
+    fused = (weights.unsqueeze(-1) * vv).permute(0, 2, 1, 3).reshape(*visual.shape[:2], heads * dk)
+    return attn.out(fused)
+
+
+@pytest.mark.parametrize("n_audio", [1, 2, 7])
+def test_all_zero_audio_reduces_to_visual_values(n_audio: int) -> None:
+    attn = _attention()
+    visual = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out = attn(visual, torch.zeros(2, n_audio, 16))
+        reference = _visual_only_reference(attn, visual)
+        one_token = attn(visual, torch.zeros(2, 1, 16))
+    assert torch.count_nonzero(attn.last_ret_a) == 0 and torch.count_nonzero(attn.last_ret_v) == 0
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
+    assert torch.equal(out, one_token)  # independent of the number of silent tokens
+
+
+def test_all_zero_audio_leaks_nothing_from_the_audio_projections() -> None:
+    attn = _attention()
+    visual = torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(7))
+    silence = torch.zeros(1, 2, 16)
+    with torch.no_grad():
+        before = attn(visual, silence)
+        for name in ("a_q", "a_k", "a_v"):
+            attn.proj[name].weight.normal_()
+        after = attn(visual, silence)
+        assert torch.equal(before, after)
+        assert not torch.equal(attn(visual, torch.ones(1, 2, 16)), before)
+
+
+def test_head_weights_sum_to_one_over_heads() -> None:
+    attn = _attention(width=24, heads=3)
+    gen = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        attn(torch.randn(2, 10, 24, generator=gen) * 5, torch.randn(2, 4, 24, generator=gen))
+    weights = attn.last_head_weights
+    assert weights.shape == (2, 10, 3)
+    assert (weights >= 0).all() and (weights <= 1).all()
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, 10))
+    assert weights.std() > 0  # per token, not uniform
+
+
+def test_retention_maps_of_stacked_blocks() -> None:
+    torch.manual_seed(0)
+    ravf = RAVF(width=16, heads=4, blocks=2, ffn_mult=2).eval()
+    with pytest.raises(RuntimeError, match="forward pass first"):
+        ravf.retention_maps()
+    gen = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        out = ravf(torch.randn(3, 8, 16, generator=gen), torch.randn(3, 2, 16, generator=gen))
+    assert out.shape == (3, 8, 16)
+    maps = ravf.retention_maps()
+    assert len(maps) == 2
+    for block in maps:
+        assert block["ret_a"].shape == (3, 4, 8, 2)
+        assert block["ret_v"].shape == (3, 4, 2, 8)
+        assert block["head_weights"].shape == (3, 8, 4)
+        torch.testing.assert_close(block["head_weights"].sum(-1), torch.ones(3, 8))
+    assert not torch.equal(maps[0]["ret_a"], maps[1]["ret_a"])  # each block its own
+
+
+def test_retention_maps_in_the_network(models: ModelFactory, batch) -> None:
+    model = models()
+    with torch.no_grad():
+        model(*batch)
+    taps = small_config().input
+    x0 = (taps.frames // 8 or 1, H // 32, W // 32)  # X0 of a 5×64×64 window: 1×2×2
+    nv, na, heads = math.prod(x0), 2, small_config().model.heads
+    for block in model.fusion.retention_maps():
+        assert block["ret_a"].shape == (2, heads, nv, na)
+        assert block["ret_v"].shape == (2, heads, na, nv)
+        torch.testing.assert_close(block["head_weights"].sum(-1), torch.ones(2, nv))
+
+
+# --------------------------------------------------------------------------- MS and MRG
+
+
+def test_ms_output_has_the_middle_shape() -> None:
+    torch.manual_seed(0)
+    ms = MS(8, higher=4, lower=16).eval()
+    mid = torch.randn(2, 8, 2, 6, 10)
+    higher, lower = torch.randn(2, 4, 4, 12, 20), torch.randn(2, 16, 1, 3, 5)
+    with torch.no_grad():
+        out = ms(mid, higher=higher, lower=lower)
+        assert out.shape == mid.shape
+        # each neighbour contributes
+        assert not torch.equal(out, ms(mid, higher=higher, lower=lower * 2))
+        assert not torch.equal(out, ms(mid, higher=higher * 2, lower=lower))
+    with pytest.raises(ValueError, match="lower-resolution"):
+        ms(mid, higher=higher)
+    with pytest.raises(ValueError, match="higher-resolution"):
+        ms(mid, lower=lower)
+
+
+def test_ms_at_an_edge_level_has_one_neighbour() -> None:
+    top = MS(8, higher=None, lower=16).eval()  # X3: nothing above
+    assert top.c_high is None and top.down is None and top.c_low is not None
+    with torch.no_grad():
+        assert top(torch.randn(1, 8, 2, 8, 8), lower=torch.randn(1, 16, 1, 4, 4)).shape == (
+            1,
+            8,
+            2,
+            8,
+            8,
+        )
+
+
+def test_mrg_gate_is_a_channel_gate_in_unit_range() -> None:
+    torch.manual_seed(0)
+    mrg = MRG(16, 8).eval()
+    fused, visual = torch.randn(2, 16, 1, 2, 3) * 4, torch.randn(2, 8, 2, 8, 12)
+    with torch.no_grad():
+        out = mrg(fused, visual)
+    assert out.shape == visual.shape
+    gate = mrg.last_gate
+    assert gate.shape == (2, 16, 1, 1, 1)
+    assert (gate >= 0).all() and (gate <= 1).all()
+    assert gate.std() > 0
+
+
+def test_network_mrg_gates_are_in_unit_range(models: ModelFactory, batch) -> None:
+    model = models(ms_mrg_pairs=4)
+    with torch.no_grad():
+        model(*batch)
+    for gate in (m.last_gate for m in model.mrg.values()):
+        assert gate.shape[0] == 2 and gate.shape[2:] == (1, 1, 1)
+        assert (gate >= 0).all() and (gate <= 1).all()
+
+
+def test_resample_hits_the_exact_size() -> None:
+    x = torch.randn(1, 2, 3, 7, 9)
+    assert resample(x, x.shape[2:]) is x
+    assert resample(x, (2, 4, 5)).shape == (1, 2, 2, 4, 5)
+    assert resample(x, (5, 14, 18)).shape == (1, 2, 5, 14, 18)
+
+
+# --------------------------------------------------------------------------- fusion, ASPP, LIP
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_mbt_audio_reaches_the_visual_tokens_in_every_layer(layers: int) -> None:
+    torch.manual_seed(0)
+    mbt = MBTFusion(16, heads=4, layers=layers, bottlenecks=2, ffn_mult=2).eval()
+    gen = torch.Generator().manual_seed(10)
+    visual = torch.randn(1, 5, 16, generator=gen)
+    a1, a2 = torch.randn(1, 3, 16, generator=gen), torch.randn(1, 3, 16, generator=gen)
+    out = mbt(visual, a1)
+    with torch.no_grad():
+        assert (out - mbt(visual, a2)).abs().max() > 1e-3
+    out.sum().backward()
+    dead = [n for n, p in mbt.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not dead, dead  # the last audio layer too
+
+
+def test_lip_keeps_the_shape_and_is_a_local_weighted_mean() -> None:
+    torch.manual_seed(0)
+    lip = LIP(4).eval()
+    constant = torch.full((1, 4, 2, 5, 7), 3.0)
+    with torch.no_grad():
+        # border-correct: a constant map stays constant, corners included
+        torch.testing.assert_close(lip(constant), constant)
+        x = torch.randn(2, 4, 2, 5, 7)
+        out = lip(x)
+        assert out.shape == x.shape
+        lo = -F.max_pool3d(-x, (1, 3, 3), stride=1, padding=(0, 1, 1))
+        hi = F.max_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1))
+    assert (out >= lo - 1e-5).all() and (out <= hi + 1e-5).all()  # within each 3×3 window
+    assert not torch.allclose(out, F.avg_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1)))
+
+
+def test_aspp_maps_any_tap_to_the_level_width() -> None:
+    torch.manual_seed(0)
+    aspp = ASPP(12, 8, rates=(1, 2, 3)).eval()
+    assert len(aspp.branches) == 4  # 1×1×1 plus one per rate
+    with torch.no_grad():
+        assert aspp(torch.randn(1, 12, 3, 5, 9)).shape == (1, 8, 3, 5, 9)
+        assert aspp(torch.randn(2, 12, 1, 1, 1)).shape == (2, 8, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_seeded_builds_are_bit_identical(batch) -> None:
+    cfg = small_config()
+
+    def build(seed: int) -> AVRSP:
+        torch.manual_seed(seed)
+        return build_model(cfg).eval()
+
+    a, b, c = build(11), build(11), build(12)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys() == sc.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    frames, audio = batch
+    with torch.no_grad():
+        out_a, out_b, out_c = a(frames, audio), b(frames, audio), c(frames, audio)
+        again = a(frames, audio)
+    assert torch.equal(out_a, out_b) and torch.equal(out_a, again)
+    assert not torch.equal(out_a, out_c)
+
+
+# --------------------------------------------------------------------------- paper preset
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> AVRSP:
+    torch.manual_seed(0)
+    return build_model(paper()).eval()
+
+
+def test_paper_preset_builds_the_papers_network(paper_model: AVRSP) -> None:
+    cfg = paper().model
+    assert type(paper_model.fusion) is RAVF and len(paper_model.fusion.blocks) == cfg.ravf_blocks
+    assert set(paper_model.ms) == set(paper_model.mrg) == {"1", "2", "3"}
+    assert [h.aspp.branches[0][0].in_channels for h in paper_model.stage_heads] == list(
+        TAP_CHANNELS
+    )
+
+
+@pytest.mark.slow
+def test_s3d_taps_at_paper_size(paper_model: AVRSP) -> None:
+    """DESIGN §3: the four taps at 32×224×384 (one no-grad pass, several seconds)."""
+    with torch.no_grad():
+        taps = paper_model.visual(torch.zeros(1, 3, 32, 224, 384))
+    assert [tuple(t.shape[1:]) for t in taps] == [
+        (192, 16, 56, 96),
+        (480, 16, 28, 48),
+        (832, 8, 14, 24),
+        (1024, 4, 7, 12),
+    ]
+
+
+def test_paper_preset_forward_at_reduced_size(paper_model: AVRSP) -> None:
+    """The paper network, all 32 frames, on 64×96 pixels: a full-size pass takes ~30 s on
+    two busy cores, so the full size is checked on the S3D taps alone (above)."""
+    cfg = paper().input
+    gen = torch.Generator().manual_seed(2)
+    frames = torch.rand(1, 3, cfg.frames, 64, 96, generator=gen)
+    audio = torch.rand(1, cfg.audio_samples, generator=gen) * 2 - 1
+    with torch.no_grad():
+        out = paper_model(frames, audio)
+    assert out.shape == (1, 64, 96)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    maps = paper_model.fusion.retention_maps()
+    assert maps[-1]["ret_a"].shape == (1, paper().model.heads, 4 * 2 * 3, 2)  # X0: 4×2×3
+
+
+def test_s3d_encoder_is_torchvisions_s3d_features() -> None:
+    from torchvision.models.video import s3d
+
+    ours = S3DEncoder()
+    theirs = s3d(weights=None).features
+    assert [(k, v.shape) for k, v in ours.features.state_dict().items()] == [
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
