@@ -85,8 +85,8 @@ def points_to_fixation_map(points: Any, shape: tuple[int, int]) -> np.ndarray:
     """Binary fixation map ``bool [H, W]`` from fixation points ``[K, 2]`` given as (x, y).
 
     ``x`` is the column and ``y`` the row, 0-based, in pixels of the ``shape = (H, W)`` map;
-    non-integer coordinates are rounded to the nearest pixel (halves away from zero is not
-    needed: ``np.rint``'s halves-to-even is used and documented). Several points on one
+    non-integer coordinates are rounded to the nearest pixel (``np.rint``: exact halves go
+    to the even pixel). Several points on one
     pixel give one fixated pixel, as in the benchmark's binary maps. A point outside the
     map raises :class:`InputError` (silently dropping gaze would change the scores).
     """

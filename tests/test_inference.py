@@ -119,7 +119,7 @@ def test_paper_example_first_frame_is_first_window_reversed(T: int) -> None:
     assert window_indices(0, 100, T) == list(range(T - 1, -1, -1))
 
 
-@pytest.mark.parametrize("T", [4, 6])
+@pytest.mark.parametrize("T", [5, 6])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_every_frame_gets_one_map_from_its_window(T: int, batch: int) -> None:
     for n in (1, T - 1, T, T + 1, 3 * T):
@@ -174,7 +174,7 @@ def test_audio_windows_match_audio_window(batch: int) -> None:
 def test_reversed_audio_of_a_ramp() -> None:
     # A rising ramp played backwards falls: the reversed window's audio ends on the
     # earliest sample of its span (the start of frame i), like its frames end on frame i.
-    T = 4
+    T = 5
     config = cfg(T)
     ramp = np.linspace(0.0, 1.0, 20 * SR, dtype=np.float32)
     buf = window_audio(1, ramp, fps=FPS, config=config)
@@ -186,8 +186,8 @@ def test_reversed_audio_of_a_ramp() -> None:
 
 
 def test_reversed_audio_when_the_span_fills_the_buffer() -> None:
-    # T / fps = 0.8 s > 0.6 s buffer: the whole buffer carries the span and is reversed.
-    T, fps = 4, 5.0
+    # T / fps = 1.0 s > 0.6 s buffer: the whole buffer carries the span and is reversed.
+    T, fps = 5, 5.0
     config = cfg(T)
     wave = np.random.default_rng(1).uniform(-1, 1, 5 * SR).astype(np.float32)
     kw = dict(frames=T, fps=fps, sample_rate=SR, buffer_samples=config.audio_samples)
@@ -199,13 +199,13 @@ def test_reversed_audio_when_the_span_fills_the_buffer() -> None:
 
 def test_audio_model_without_waveform_is_an_error() -> None:
     with pytest.raises(InputError, match="no waveform"):
-        list(predict_video(IndexEcho(True), video(5), fps=FPS, waveform=None, config=cfg(4)))
+        list(predict_video(IndexEcho(True), video(5), fps=FPS, waveform=None, config=cfg(5)))
 
 
 def test_silent_video_gets_zero_audio() -> None:
     model = IndexEcho(True)
     out = list(
-        predict_video(model, video(6), fps=FPS, waveform=np.zeros(0, np.float32), config=cfg(4))
+        predict_video(model, video(6), fps=FPS, waveform=np.zeros(0, np.float32), config=cfg(5))
     )
     assert len(out) == 6
     assert all(not a.any() for a in model.audio_by_window.values())
@@ -216,7 +216,7 @@ def test_silent_video_gets_zero_audio() -> None:
 
 def test_memory_is_bounded_by_window_and_batch() -> None:
     """Count the input frames alive at once, for 500 and 5,000 frames."""
-    T, batch = 4, 4
+    T, batch = 5, 4
 
     def peak(n: int) -> tuple[int, int]:
         alive = 0
@@ -300,7 +300,7 @@ class TinyConvNet(nn.Module):
         torch.manual_seed(0)
         self.conv = nn.Conv3d(3, 4, 3, padding=1)
         self.bn = nn.BatchNorm3d(4)
-        self.audio = nn.Linear(cfg(4).audio_samples, 4)
+        self.audio = nn.Linear(cfg(5).audio_samples, 4)
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         assert audio is not None
@@ -309,7 +309,7 @@ class TinyConvNet(nn.Module):
 
 
 def test_batching_gives_the_same_maps() -> None:
-    T, n = 4, 11
+    T, n = 5, 11
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n)]
     wave = rng.uniform(-1, 1, int(n / FPS * SR)).astype(np.float32)
@@ -334,7 +334,7 @@ def test_eval_mode_inference_mode_and_batch_sizes() -> None:
     model = IndexEcho(False)
     model.train()
     out = list(
-        predict_video(model, video(10), fps=None, waveform=None, config=cfg(4), batch_size=4)
+        predict_video(model, video(10), fps=None, waveform=None, config=cfg(5), batch_size=4)
     )
     assert len(out) == 10
     assert [c[0] for c in model.calls] == [4, 4, 2]
@@ -342,7 +342,7 @@ def test_eval_mode_inference_mode_and_batch_sizes() -> None:
 
 
 def test_out_size_resizes_bilinearly() -> None:
-    T, n = 4, 5
+    T, n = 5, 5
     _, _, raw = run(n, T, 2)
     _, _, resized = run(n, T, 2, out_size=(48, 60))
     for (_, a), (_, b) in zip(raw, resized, strict=True):
@@ -356,11 +356,11 @@ def test_out_size_resizes_bilinearly() -> None:
 def test_bad_input_names_the_frame() -> None:
     frames = [frame(0), frame(1), np.zeros((H, W + 1, 3), np.uint8)]
     with pytest.raises(InputError, match=r"frame 2: expected shape \[32, 40, 3\]"):
-        list(predict_video(IndexEcho(False), frames, fps=None, waveform=None, config=cfg(4)))
+        list(predict_video(IndexEcho(False), frames, fps=None, waveform=None, config=cfg(5)))
     with pytest.raises(InputError, match="frame 0: expected a uint8"):
         as_float = [frame(0).astype(np.float32)]
-        list(predict_video(IndexEcho(False), as_float, fps=None, waveform=None, config=cfg(4)))
+        list(predict_video(IndexEcho(False), as_float, fps=None, waveform=None, config=cfg(5)))
     with pytest.raises(InputError, match="no frames"):
-        list(predict_video(IndexEcho(False), [], fps=None, waveform=None, config=cfg(4)))
+        list(predict_video(IndexEcho(False), [], fps=None, waveform=None, config=cfg(5)))
     with pytest.raises(InputError, match="batch_size"):
-        predict_video(IndexEcho(False), [], fps=None, waveform=None, config=cfg(4), batch_size=0)
+        predict_video(IndexEcho(False), [], fps=None, waveform=None, config=cfg(5), batch_size=0)
