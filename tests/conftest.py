@@ -21,3 +21,21 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip(f"shared test material not found at {data}")
     return data
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole run (starting Ray costs seconds): 4 logical CPUs so
+    that Train workers do not starve Ray Data, a small object store, no dashboard."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            object_store_memory=256 * 1024 * 1024,
+        )
+    yield ray
+    ray.shutdown()

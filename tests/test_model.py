@@ -575,6 +575,22 @@ def test_seeded_builds_are_bit_identical(batch) -> None:
     assert not torch.equal(out_a, out_c)
 
 
+# --------------------------------------------------------------------------- presets
+
+
+def test_tiny_preset_forward_at_its_own_size(models: ModelFactory) -> None:
+    cfg = tiny()
+    model = models()  # the sweeps' models differ from tiny only in the input window
+    assert model.config == cfg.model
+    gen = torch.Generator().manual_seed(12)
+    frames = torch.rand(2, 3, cfg.input.frames, cfg.input.height, cfg.input.width, generator=gen)
+    audio = torch.rand(2, cfg.input.audio_samples, generator=gen) * 2 - 1
+    with torch.no_grad():
+        out = model(frames, audio)
+    assert out.shape == (2, cfg.input.height, cfg.input.width)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
 # --------------------------------------------------------------------------- paper preset
 
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "workflows.commands.info",
     "workflows.commands.demo",
     "workflows.commands.synth",
+    "workflows.commands.train",
 )
 
 

@@ -1,0 +1,120 @@
+"""``avrsp train``: the Ray Train job (docs/TRAINING.md). Parses arguments and calls
+:func:`workflows.train.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from avrsp.errors import ConfigError
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # a bare string such as a path or a name
+    return key.strip(), value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train AVRSP on segment shards (Ray Train, MLflow)",
+        description="Train on the Parquet segments of avrsp preprocess. Re-running the same "
+        "command (same --run-name and --storage) resumes from the last checkpoint. The best "
+        "model is exported to STORAGE/RUN_NAME/model.pt.",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--config", help="training config file (configs/stage1.yaml)")
+    group.add_argument("--preset", choices=("tiny", "paper"), help="model preset (default tiny)")
+    p.add_argument("--data", help="output folder of avrsp preprocess (holds shards/)")
+    p.add_argument("--stage", type=int, choices=(1, 2), help="1: visual; 2: from stage 1, AV")
+    p.add_argument("--init-from", help="stage 2: the stage-1 model.pt")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per worker")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--train-split", help="split folder of the training rows (train)")
+    p.add_argument("--val-split", help="split folder of the validation rows (val)")
+    p.add_argument("--fold", type=int, help="k-fold datasets: validate on cv fold K")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (0: in-process)")
+    p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--run-name", help="name of the run (resume key)")
+    p.add_argument("--storage", help="folder of the runs (default ./runs)")
+    p.add_argument("--mlflow-uri", help="tracking URI (default MLFLOW_TRACKING_URI or SQLite)")
+    p.add_argument(
+        "--set",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config value, e.g. --set network.model.width=16 --set flip_prob=0",
+    )
+    p.set_defaults(func=run)
+
+
+_FLAGS = {
+    "data": "data",
+    "stage": "stage",
+    "init_from": "init_from",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "max_steps_per_epoch": "max_steps_per_epoch",
+    "train_split": "train_split",
+    "val_split": "val_split",
+    "fold": "fold",
+    "num_workers": "num_workers",
+    "cpus_per_worker": "cpus_per_worker",
+    "address": "address",
+    "run_name": "run_name",
+    "storage": "storage_path",
+    "mlflow_uri": "mlflow_uri",
+}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The :class:`~workflows.train.TrainConfig` the arguments describe."""
+    from workflows.train import TrainConfig
+
+    overrides: dict[str, Any] = {
+        key: getattr(args, flag) for flag, key in _FLAGS.items() if getattr(args, flag) is not None
+    }
+    if args.gpu:
+        overrides["use_gpu"] = True
+    if args.config:
+        config = TrainConfig.load(args.config, **overrides)
+    else:
+        config = TrainConfig.from_dict(
+            {"preset": args.preset or "tiny", **overrides}, source="command line"
+        )
+    if args.set:
+        config = config.with_overrides(**dict(args.set))
+    if config.data is None:
+        raise ConfigError("--data: no shards given (the output folder of avrsp preprocess)")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from workflows.train import train
+
+    result = train(build_config(args))
+    m = result.metrics
+    print(
+        f"run {result.run_name}: {len(result.history)} epochs, best epoch {result.best_epoch} "
+        f"(val loss {result.best_val_loss:.4f}); last: CC {m.get('val_cc', float('nan')):.3f}, "
+        f"NSS {m.get('val_nss', float('nan')):.3f}, SIM {m.get('val_sim', float('nan')):.3f}, "
+        f"KLD {m.get('val_kld', float('nan')):.3f}, AUC-J {m.get('val_auc_judd', float('nan')):.3f}"
+    )
+    print(f"model: {result.model_path}")
+    print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
+    return 0
