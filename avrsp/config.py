@@ -142,7 +142,7 @@ class LossConfig(_Strict):
 
     a1: float = Field(-0.1, ge=-10.0, le=10.0, description="weight of CC")
     a2: float = Field(-0.1, ge=-10.0, le=10.0, description="weight of SIM")
-    eps: float = Field(1e-7, gt=0.0, lt=1e-2, description="guard against division by zero")
+    eps: float = Field(1e-10, gt=0.0, lt=1e-2, description="guard against division by zero")
 
 
 class AVRSPConfig(_Strict):

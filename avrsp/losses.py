@@ -31,13 +31,13 @@ def normalize_sum(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x / (x.sum(dim=1, keepdim=True) + eps)
 
 
-def kl_divergence(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+def kl_divergence(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Eq. (16), per sample ``[B]``."""
     p, g = normalize_sum(_flat(pred), eps), normalize_sum(_flat(gt), eps)
     return (g * torch.log(eps + g / (p + eps))).sum(dim=1)
 
 
-def correlation(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+def correlation(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Eq. (17), per sample ``[B]``, in [-1, 1].
 
     CC is scale-invariant, so the maps are divided by their mean rather than their sum:
@@ -53,7 +53,7 @@ def correlation(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-7) -> torc
     return (p * g).sum(dim=1) / torch.sqrt((p * p).sum(dim=1) * (g * g).sum(dim=1) + eps)
 
 
-def similarity(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+def similarity(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Eq. (18), per sample ``[B]``, in [0, 1]."""
     p, g = normalize_sum(_flat(pred), eps), normalize_sum(_flat(gt), eps)
     return torch.minimum(p, g).sum(dim=1)

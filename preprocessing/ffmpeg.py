@@ -33,6 +33,9 @@ the first video frame:
   this way (``info.variable_frame_rate``).
 - ``decode_audio`` returns mono samples on the same clock: audio that starts before the
   first video frame is cut, audio that starts later is preceded by silence.
+- ``iter_jpeg_frames`` gives the same frames as ``iter_frames``, but as JPEG files that
+  ffmpeg encodes itself (no raw frame passes through Python; :func:`jpeg_quant_tables`
+  says how the 1–100 quality maps to ffmpeg's encoder).
 
 Policies:
 
@@ -61,10 +64,10 @@ import re
 import shutil
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ffmpeg as ffmpeg_python
 import numpy as np
@@ -77,6 +80,7 @@ _NOPTS = -(2**63)
 # Frames a CFR decode may come out short at the end before it counts as truncation.
 _SHORT_TOLERANCE = 2
 _PATTERN = re.compile(r"%0?\d*d")
+_T = TypeVar("_T")
 
 
 def ffmpeg_exe() -> str:
@@ -515,6 +519,82 @@ def iter_frames(
     to reuse. Memory stays at one frame: the pipe is read frame by frame, and the ffmpeg
     process is stopped when the iterator is closed early.
     """
+    src, info, (height, width), stream, expected = _frame_graph(
+        path, size, fps, frames_dir_pattern, info
+    )
+    graph = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+    frame_bytes = height * width * 3
+
+    def frames(pipe: Any) -> Iterator[np.ndarray]:
+        while True:
+            buf = bytearray(frame_bytes)
+            got = pipe.readinto(buf)
+            while got and got < frame_bytes:  # a pipe may deliver a frame in pieces
+                more = pipe.readinto(memoryview(buf)[got:])
+                if not more:
+                    break
+                got += more
+            if got != frame_bytes:
+                return
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
+
+    # The repeated last frame is a copy: a consumer may write into the frames it gets.
+    return _stream_frames(src, graph, expected, frames, lambda frame: frame.copy())
+
+
+def iter_jpeg_frames(
+    path: str | Path,
+    size: tuple[int, int] | None,
+    fps: float | None = None,
+    frames_dir_pattern: str | None = None,
+    *,
+    info: MediaInfo | None = None,
+    quality: int = 90,
+) -> Iterator[bytes]:
+    """The frames of :func:`iter_frames` (same arguments, same count), each a JPEG file.
+
+    ffmpeg scales and encodes them itself (its ``mjpeg`` encoder, baseline JPEG, 4:2:0
+    chroma, full-range BT.601 YCbCr as JFIF readers expect) and writes them back to back
+    to a pipe, which is cut into files at the JPEG markers (:class:`JpegSplitter`): no raw
+    frame passes through Python. ``quality`` (1–100) selects the quantization tables
+    :func:`jpeg_quant_tables` gives, the ones libjpeg (and Pillow) use at that quality.
+    Decoded, a frame differs from the :func:`iter_frames` frame by about 2 grey levels on
+    average at quality 90 (test_media_ffmpeg.py).
+    """
+    luma, chroma = jpeg_quant_tables(quality)
+    src, _, _, stream, expected = _frame_graph(path, size, fps, frames_dir_pattern, info)
+    graph = stream.filter("format", "yuvj420p").output(
+        "pipe:",
+        format="image2pipe",
+        vcodec="mjpeg",
+        fps_mode="passthrough",
+        # The encoder multiplies its matrices by qscale / 8: qscale 8 keeps them as given.
+        **{
+            "q:v": 8,
+            "intra_matrix": ",".join(map(str, luma)),
+            "chroma_intra_matrix": ",".join(map(str, chroma)),
+        },
+    )
+
+    def images(pipe: Any) -> Iterator[bytes]:
+        splitter = JpegSplitter(src.name)
+        while chunk := pipe.read1(1 << 16):
+            yield from splitter.feed(chunk)
+        # Bytes of an unfinished file left at the end: ffmpeg stopped early, which the
+        # frame count tells (with ffmpeg's own error).
+
+    return _stream_frames(src, graph, expected, images, lambda image: image)
+
+
+def _frame_graph(
+    path: str | Path,
+    size: tuple[int, int] | None,
+    fps: float | None,
+    frames_dir_pattern: str | None,
+    info: MediaInfo | None,
+) -> tuple[_Source, MediaInfo, tuple[int, int], Any, int]:
+    """The decoding filter chain shared by the frame readers: (source, info, (H, W),
+    ffmpeg-python stream scaled to (H, W), expected frame count)."""
     src = _source(path, frames_dir_pattern, fps)
     if src.is_sequence and fps is None:
         raise InputError(f"{src.name}: an image sequence needs its fps")
@@ -533,30 +613,38 @@ def iter_frames(
     else:
         expected = info.frame_count or 0
     stream = stream.filter("scale", width, height, flags="area")
-    graph = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+    return src, info, (height, width), stream, expected
+
+
+def _stream_frames(
+    src: _Source,
+    graph: Any,
+    expected: int,
+    read: Callable[[Any], Iterator[_T]],
+    repeat: Callable[[_T], _T],
+) -> Iterator[_T]:
+    """Run ``graph`` and yield what ``read(stdout)`` yields, exactly ``expected`` items.
+
+    Stops ffmpeg once ``expected`` items came (or when the consumer closes the iterator);
+    a short output is an :class:`InputError` unless it is at most :data:`_SHORT_TOLERANCE`
+    items short, then the last item is repeated (``repeat(last)``) up to the count.
+    """
     try:
         proc = graph.run_async(cmd=_cmd("error"), pipe_stdout=True, pipe_stderr=True)
     except OSError as exc:
         raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
     tail = _StderrTail(proc.stderr)
     tail.start()
-    frame_bytes = height * width * 3
     count = 0
-    last: np.ndarray | None = None
+    last: _T | None = None
+    items = read(proc.stdout)
     try:
-        while count < expected:
-            buf = bytearray(frame_bytes)
-            got = proc.stdout.readinto(buf)
-            while got and got < frame_bytes:  # a pipe may deliver a frame in pieces
-                more = proc.stdout.readinto(memoryview(buf)[got:])
-                if not more:
+        if expected > 0:
+            for last in items:
+                count += 1
+                yield last
+                if count >= expected:
                     break
-                got += more
-            if got != frame_bytes:
-                break
-            last = np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
-            count += 1
-            yield last
         finished = count >= expected
         if finished:
             proc.stdout.close()  # frames beyond the documented count are not wanted
@@ -575,14 +663,132 @@ def iter_frames(
                 )
             for _ in range(short):  # ffmpeg 5.1 drops the last frame's duration
                 count += 1
-                yield last.copy()
+                yield repeat(last)
     finally:
+        items.close()
         if proc.poll() is None:  # closed early by the consumer, or an error above
             proc.kill()
             proc.wait()
         proc.stdout.close()
         tail.join(timeout=5)  # it sees EOF once ffmpeg is gone
         proc.stderr.close()
+
+
+# --------------------------------------------------------------------------- JPEG
+
+# ITU-T T.81 (JPEG) Annex K, tables K.1 and K.2: the example luminance and chrominance
+# quantization tables, row by row (the order ffmpeg's -intra_matrix takes).
+_K1_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_K2_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99,
+    18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99,
+    *([99] * 32),
+)  # fmt: skip
+
+
+def jpeg_quant_tables(quality: int) -> tuple[list[int], list[int]]:
+    """(luminance, chrominance) quantization tables, 64 values row by row, for ``quality``.
+
+    The IJG convention that libjpeg and Pillow follow: the Annex K tables of the JPEG
+    standard scaled by ``5000 / quality`` percent below 50 and ``200 - 2 * quality``
+    percent from 50 on, rounded, clipped to 1…255 (baseline). :func:`iter_jpeg_frames`
+    hands them to ffmpeg's encoder, so its JPEGs carry the same AC steps as Pillow's at the
+    same quality; only the DC step differs: ffmpeg's encoder fixes it at 8 (block means in
+    steps of one grey level).
+    """
+    if not (isinstance(quality, int) and 1 <= quality <= 100):
+        raise InputError(f"jpeg_quality must be an integer in 1…100, got {quality!r}")
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+
+    def scaled(table: tuple[int, ...]) -> list[int]:
+        return [min(255, max(1, (v * scale + 50) // 100)) for v in table]
+
+    return scaled(_K1_LUMA), scaled(_K2_CHROMA)
+
+
+# Where entropy-coded data ends: 0xFF followed by anything but a stuffed 0x00 or RSTn.
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def jpeg_length(data: bytes | bytearray, start: int = 0) -> int | None:
+    """Length of the JPEG file that begins at ``data[start]`` (SOI … EOI), None when
+    ``data`` ends before its EOI marker. ValueError when no JPEG begins there.
+
+    Walks the marker segments by their lengths (so table bytes that happen to read
+    ``FF D9`` are skipped) and searches each scan's entropy-coded data for the next
+    marker: inside it every 0xFF byte is followed by a stuffed 0x00 or a restart marker.
+    """
+    n = len(data)
+    if n - start < 2:
+        return None
+    if data[start] != 0xFF or data[start + 1] != 0xD8:
+        raise ValueError(f"no JPEG start marker at byte {start}")
+    pos = start + 2
+    while True:
+        if pos + 2 > n:
+            return None
+        if data[pos] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {pos}, found 0x{data[pos]:02x}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker == 0xD9:  # EOI
+            return pos + 2 - start
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            pos += 2
+        else:
+            if pos + 4 > n:
+                return None
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            if length < 2:
+                raise ValueError(f"JPEG segment of length {length} at byte {pos}")
+            pos += 2 + length
+            if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+                found = _SCAN_END.search(data, pos)
+                if found is None:
+                    return None
+                pos = found.start()
+
+
+class JpegSplitter:
+    """Cuts a byte stream of JPEG files written back to back into the files.
+
+    ``feed(chunk)`` returns the files completed by ``chunk`` (:class:`InputError` for a
+    stream that is not JPEG files); ``pending`` is the byte count of an unfinished file.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buf += chunk
+        done: list[bytes] = []
+        start = 0
+        try:
+            while (length := jpeg_length(self._buf, start)) is not None:
+                done.append(bytes(self._buf[start : start + length]))
+                start += length
+        except ValueError as exc:
+            raise InputError(f"{self.name}: ffmpeg wrote a damaged JPEG stream ({exc})") from None
+        if start:
+            del self._buf[:start]
+        return done
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
 
 
 def decode_frames(
@@ -636,26 +842,36 @@ def _probe_sequence(src: _Source) -> MediaInfo:
 # --------------------------------------------------------------------------- audio
 
 
-def decode_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
+def decode_audio(
+    path: str | Path, sample_rate: int = 22050, *, info: MediaInfo | None = None
+) -> np.ndarray:
     """The first audio stream as ``float32 [S]`` mono in [-1, 1] at ``sample_rate``.
 
     Any channel layout is downmixed (module docstring). Sample ``s`` is at
     ``s / sample_rate`` seconds after the start of the first video frame (for an
     audio-only file such as a ``.wav``: after the audio's start). A file without an
-    audio stream gives an empty array.
+    audio stream gives an empty array. ``info``: the :func:`probe` result of this file,
+    to reuse (saves a pass over the file; its checks were made by the probe).
     """
     if not (isinstance(sample_rate, int) and 1000 <= sample_rate <= 768000):
         raise InputError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
     src = _source(path)
     if src.is_sequence:
         raise InputError(f"{src.name}: an image sequence has no audio; pass the audio file")
-    scan = _scan(src)
-    if scan.audio is None:
-        return np.zeros(0, dtype=np.float32)
-    start = float(scan.times[0]) if scan.times.size else 0.0
-    if scan.video is not None:
-        nominal = _nominal_fps(scan.video)
-        _check_truncation(src, scan, _video_end(scan, nominal), nominal or 25.0)
+    if info is not None:
+        if Path(src.name) != info.path:
+            raise InputError(f"{src.name}: decode_audio got the MediaInfo of {info.path}")
+        if not info.has_audio:
+            return np.zeros(0, dtype=np.float32)
+        start = info.start_s
+    else:
+        scan = _scan(src)
+        if scan.audio is None:
+            return np.zeros(0, dtype=np.float32)
+        start = float(scan.times[0]) if scan.times.size else 0.0
+        if scan.video is not None:
+            nominal = _nominal_fps(scan.video)
+            _check_truncation(src, scan, _video_end(scan, nominal), nominal or 25.0)
     graph = (
         ffmpeg_python.input(src.url)["a:0"]
         .filter(

@@ -36,6 +36,8 @@ from PIL import Image
 from avrsp.audio import audio_window
 from avrsp.config import AVRSPConfig
 from avrsp.errors import AVRSPError, InputError
+from preprocessing import ffmpeg
+from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
 from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
 
 SCHEMA_VERSION = 1
@@ -156,12 +158,10 @@ class _Media:
     resample_fps: float | None
     waveform: np.ndarray
     notes: list[str]
-    info: Any  # preprocessing.ffmpeg.MediaInfo, reused by the decoder
+    info: ffmpeg.MediaInfo  # reused by the decoder
 
 
 def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
-    from preprocessing import ffmpeg
-
     notes: list[str] = []
     resample: float | None = None
     channels = 0
@@ -203,7 +203,9 @@ def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
     if record.audio is not None:
         if record.audio == record.frames and channels > 2:
             notes.append(f"{channels}-channel audio downmixed to mono")
-        waveform = ffmpeg.decode_audio(record.audio, sample_rate=opts.sample_rate)
+        # The video's own audio track: the probe above already scanned the file.
+        shared = info if record.audio == record.frames else None
+        waveform = ffmpeg.decode_audio(record.audio, sample_rate=opts.sample_rate, info=shared)
     if waveform.size == 0:
         notes.append("no audio: silent buffers, has_audio = false")
     return _Media(
@@ -216,17 +218,18 @@ def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
     )
 
 
-def _iter_frames(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Iterator[np.ndarray]:
-    """Frames as ``uint8 [H, W, 3]`` at the model size, in order (ffmpeg scales them)."""
-    from preprocessing import ffmpeg
-
+def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Iterator[bytes]:
+    """The frames at the model size as JPEG files, in order: ffmpeg scales and encodes
+    them (:func:`preprocessing.ffmpeg.iter_jpeg_frames`, quality ``opts.jpeg_quality``)."""
     size = (opts.height, opts.width)
-    if record.is_frame_folder:
-        return ffmpeg.iter_frames(record.frames, size, fps=media.fps, info=media.info)
-    return ffmpeg.iter_frames(record.frames, size, fps=media.resample_fps, info=media.info)
+    fps = media.fps if record.is_frame_folder else media.resample_fps
+    return ffmpeg.iter_jpeg_frames(
+        record.frames, size, fps=fps, info=media.info, quality=opts.jpeg_quality
+    )
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """One ``uint8 [H, W, 3]`` RGB frame as JPEG with Pillow (the job lets ffmpeg encode)."""
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -266,8 +269,6 @@ def iter_segments(
     Raises InputError for unreadable media and annotations that do not fit the video
     (checked after the last frame, so a caller must not publish rows before the end).
     """
-    from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
-
     counters = counters if counters is not None else _Counters()
     media = _open_media(record, opts)
     if notes is not None:
@@ -346,11 +347,11 @@ def iter_segments(
             "fixations_dropped": dropped,
         }
 
+    # Each frame is encoded once; the T / stride windows that hold it share its bytes.
     window: deque[bytes] = deque(maxlen=T)
     first_jpeg: bytes | None = None
     count = 0
-    for k, frame in enumerate(_iter_frames(record, opts, media)):
-        jpeg = encode_jpeg(frame, opts.jpeg_quality)
+    for k, jpeg in enumerate(_iter_jpegs(record, opts, media)):
         first_jpeg = first_jpeg or jpeg
         window.append(jpeg)
         count = k + 1

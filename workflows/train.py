@@ -175,7 +175,7 @@ class TrainConfig(BaseModel):
         # Relative paths in a config file are relative to the file.
         for key in ("init_from", "data"):
             if data.get(key) and key not in overrides and not Path(data[key]).is_absolute():
-                data[key] = str(path.parent / data[key])
+                data[key] = os.path.normpath(path.parent / data[key])
         return cls.from_dict(_merge(data, overrides), source=str(path))
 
     def with_overrides(self, **dotted: Any) -> TrainConfig:

@@ -29,8 +29,7 @@ class SaliencyDecoder(nn.Module):
         self.head = nn.Conv3d(widths[3], 1, 1)
 
     def forward(self, skips: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
-        """``skips`` = level 0 (bottom) … level 3 features ``[B, c_l, t, h, w]`` → ``[B, H, W]``.
-        """
+        """Level 0 (bottom) … level 3 skips, each ``[B, c_l, t, h, w]`` → ``[B, H, W]``."""
         x = self.blocks[0](skips[0])
         for block, skip in zip(self.blocks[1:], skips[1:], strict=True):
             x = block(torch.cat([resample(x, skip.shape[2:]), skip], dim=1))

@@ -1,0 +1,388 @@
+"""The training workflow (workflows/train.py, data.py, export.py; DESIGN §6).
+
+Shards are written here with the preprocessing code's own row encoders
+(:mod:`preprocessing.segments`), at a smaller input than ``tiny`` (T=8 at 32×48, 0.25 s of
+audio) so that a step takes about a second on one core. The Ray tests share one local Ray
+(``ray_session`` in conftest.py) and one SQLite MLflow store per module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from avrsp.config import AVRSPConfig, preset
+from avrsp.errors import ConfigError, InputError, WeightsError
+from avrsp.model import build_model
+from preprocessing.segments import SCHEMA_VERSION, encode_jpeg, encode_map_png, rows_to_table
+from workflows.data import check_shards, decode_batch, fixation_map, split_files
+from workflows.export import export_model, load_model, load_stage1_weights
+from workflows.train import TrainConfig, checkpoint_dirs, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_network(use_audio: bool = False, **overrides) -> AVRSPConfig:
+    """``tiny`` at T=8, 32×48, 0.25 s audio (S3D needs T >= 8 to keep a time step)."""
+    return preset("tiny").with_overrides(
+        **{
+            "input.frames": 8,
+            "input.height": 32,
+            "input.width": 48,
+            "input.audio_window_s": 0.25,
+            "model.use_audio": use_audio,
+            **overrides,
+        }
+    )
+
+
+def write_shards(
+    root: Path, net: AVRSPConfig, videos: dict[str, int], rows: int = 6, seed: int = 0
+) -> Path:
+    """``root/shards/<split>/toy/<video>-00000.parquet``: a bright square moving per row,
+    its Gaussian as target, two fixation points on it (native size = 2× model size)."""
+    rng = np.random.default_rng(seed)
+    T, H, W = net.input.frames, net.input.height, net.input.width
+    yy, xx = np.mgrid[0:H, 0:W]
+    for split, count in videos.items():
+        for v in range(count):
+            out = []
+            for r in range(rows):
+                cx, cy = rng.uniform(6, W - 6), rng.uniform(6, H - 6)
+                img = np.full((H, W, 3), 40, np.uint8)
+                img[int(cy) - 3 : int(cy) + 3, int(cx) - 3 : int(cx) + 3] = 230
+                frames = [encode_jpeg(img, 90)] * T
+                sal = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 18.0)
+                pts = np.array([[2 * cx, 2 * cy], [2 * cx + 1.5, 2 * cy - 1.5]], np.float32)
+                out.append(
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "dataset": "toy",
+                        "video": f"{split}{v}",
+                        "split": split,
+                        "fold": 0,
+                        "last_frame": T - 1 + 4 * r,
+                        "num_frames": T,
+                        "fps": 25.0,
+                        "native_height": 2 * H,
+                        "native_width": 2 * W,
+                        "height": H,
+                        "width": W,
+                        "frames_jpeg": frames,
+                        "has_audio": True,
+                        "sample_rate": net.input.sample_rate,
+                        "audio": (rng.standard_normal(net.input.audio_samples) * 0.1).astype(
+                            np.float32
+                        ),
+                        "target_png": encode_map_png(sal),
+                        "target_source": "fixations",
+                        "fixations": pts.reshape(-1),
+                        "fixations_dropped": 0,
+                    }
+                )
+            folder = root / "shards" / split / "toy"
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(rows_to_table(out), folder / f"{split}{v}-00000.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("data"), small_network(), {"train": 2, "val": 1})
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def fast_config(data: Path, storage: Path, uri: str, **kw) -> TrainConfig:
+    values = {
+        "network": small_network(),
+        "data": data,
+        "epochs": 2,
+        "batch_size": 2,
+        "max_steps_per_epoch": 1,
+        "max_val_batches": 1,
+        "grid_windows": 2,
+        "storage_path": storage,
+        "mlflow_uri": uri,
+        "system_metrics_interval_s": 0.5,
+        "run_name": "stage1",
+        **kw,
+    }
+    return TrainConfig(**values)
+
+
+# =========================================================================== config
+
+
+def test_stage_configs_are_configs_not_code() -> None:
+    s1 = TrainConfig.load(REPO / "configs" / "stage1.yaml")
+    s2 = TrainConfig.load(REPO / "configs" / "stage2.yaml")
+    assert (s1.stage, s1.network.model.use_audio) == (1, False)
+    assert (s2.stage, s2.network.model.use_audio) == (2, True)
+    # Both inherit the paper preset except where the file says otherwise.
+    assert s1.network.input.frames == s2.network.input.frames == 32
+    assert (s1.lr, s1.weight_decay, s1.lr_factor) == (1e-4, 1e-5, 0.5)
+    # Paths in a config file are relative to the file.
+    assert s2.init_from == REPO / "runs" / "stage1-dhf1k" / "model.pt"
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="init_from"):
+        TrainConfig.from_dict({"stage": 2})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*learning_rate"):
+        TrainConfig.load(bad)
+    with pytest.raises(ConfigError, match="network.model.width"):
+        TrainConfig.from_dict({"network": {"model": {"width": 0}}})
+    cfg = TrainConfig().with_overrides(**{"network.model.heads": 2, "epochs": 5})
+    width = preset("tiny").model.width
+    assert (cfg.network.model.heads, cfg.epochs, cfg.network.model.width) == (2, 5, width)
+    with pytest.raises(ConfigError, match="nope"):
+        TrainConfig().with_overrides(nope=1)
+
+
+def test_cli_maps_flags_to_the_config(tmp_path: Path) -> None:
+    from workflows.cli import build_parser
+    from workflows.commands.train import build_config
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--config",
+            str(REPO / "configs" / "stage1.yaml"),
+            "--data",
+            str(tmp_path),
+            "--num-workers",
+            "2",
+            "--gpu",
+            "--run-name",
+            "x1",
+            "--set",
+            "network.model.width=64",
+            "--set",
+            "flip_prob=0",
+        ]
+    )
+    cfg = build_config(args)
+    assert (cfg.num_workers, cfg.use_gpu, cfg.run_name, cfg.data) == (2, True, "x1", tmp_path)
+    assert (cfg.network.model.width, cfg.flip_prob, cfg.epochs) == (64, 0.0, 80)
+    with pytest.raises(ConfigError, match="--data"):
+        build_config(build_parser().parse_args(["train", "--preset", "tiny"]))
+
+
+# =========================================================================== export / stage 2
+
+
+def test_export_round_trip_and_config_mismatch(tmp_path: Path) -> None:
+    net = small_network()
+    torch.manual_seed(0)
+    model = build_model(net).eval()
+    path = export_model(tmp_path / "out", model, net, meta={"run_name": "r", "epoch": 3})
+    assert path == tmp_path / "out" / "model.pt"
+    assert json.loads(path.with_suffix(".config.json").read_text())["meta"]["epoch"] == 3
+    loaded = load_model(path)
+    x = torch.rand(1, 3, 8, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x))
+    assert loaded.config == net and loaded.meta["run_name"] == "r"
+    assert load_model(path, config=net.with_overrides(**{"loss.a1": -0.5})).config == net
+    width = net.model.width
+    with pytest.raises(ConfigError, match=rf"model\.width: stored {width}, given 16"):
+        load_model(path, config=net.with_overrides(**{"model.width": 16, "model.heads": 2}))
+    # A file that needs pickled code is refused, not executed.
+    evil = tmp_path / "evil.pt"
+    torch.save({"config": "{}", "state_dict": {}, "obj": Path("x")}, evil)
+    with pytest.raises(WeightsError, match="evil.pt"):
+        load_model(evil)
+    # Weights that do not fit their own config.
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+    export_model(tmp_path / "cut.pt", state, net)
+    with pytest.raises(WeightsError, match=r"cut\.pt.*missing: decoder\."):
+        load_model(tmp_path / "cut.pt")
+
+
+def test_stage1_weights_land_in_stage2(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    v_model = build_model(small_network(use_audio=False))
+    path = export_model(tmp_path / "v.pt", v_model, small_network(), meta={"mlflow_run_id": "p"})
+    torch.manual_seed(1)
+    av_model = build_model(small_network(use_audio=True))
+    report = load_stage1_weights(av_model, path)
+    v_state, av_state = v_model.state_dict(), av_model.state_dict()
+    assert report.loaded == len(v_state) and report.meta["mlflow_run_id"] == "p"
+    assert all(torch.equal(av_state[k], v) for k, v in v_state.items())
+    assert report.new and all(k.split(".")[0] in ("audio", "audio_proj", "fusion") for k in report.new)
+    assert set(report.new) == set(av_state) - set(v_state)
+    # Another visual width: a clear error naming the config field.
+    other = build_model(small_network(use_audio=True, **{"model.width": 16, "model.heads": 2}))
+    width = small_network().model.width
+    with pytest.raises(WeightsError, match=rf"mis-shaped.*model\.width: stage 1 {width}, here 16"):
+        load_stage1_weights(other, path)
+
+
+# =========================================================================== data
+
+
+def test_decode_flip_and_fixation_maps(shards: Path) -> None:
+    files = split_files(shards, "val")
+    table = pq.read_table(files[0]).slice(0, 3)
+    batch = {name: np.array(table[name].to_pylist(), dtype=object) for name in table.column_names}
+    plain = decode_batch(batch, size=(32, 48), flip_prob=0.0)
+    flipped = decode_batch(batch, size=(32, 48), flip_prob=1.0)
+    assert plain["frames"].shape == (3, 8, 32, 48, 3) and plain["frames"].dtype == np.uint8
+    assert plain["audio"].shape == (3, 5512) and plain["target"].max() == pytest.approx(1.0)
+    # Frames, target and fixations are mirrored together.
+    np.testing.assert_array_equal(flipped["frames"], plain["frames"][:, :, :, ::-1])
+    np.testing.assert_array_equal(flipped["target"], plain["target"][:, :, ::-1])
+    np.testing.assert_array_equal(flipped["fixmap"], plain["fixmap"][:, :, ::-1])
+    np.testing.assert_array_equal(flipped["audio"], plain["audio"])
+    # Fixation points (native 64×96) land on the model-resolution pixel that holds them.
+    pts = np.array(table["fixations"][0].as_py(), np.float32).reshape(-1, 2)
+    ys, xs = np.nonzero(plain["fixmap"][0])
+    assert sorted(zip(xs, ys)) == sorted({(int(x // 2), int(y // 2)) for x, y in pts})
+    # The fixated pixel is where the target peaks (the map was made around the point).
+    peak = np.unravel_index(np.argmax(plain["target"][0]), (32, 48))
+    assert abs(peak[0] - pts[0, 1] / 2) <= 1.5 and abs(peak[1] - pts[0, 0] / 2) <= 1.5
+    assert fixation_map(np.array([[95.9, 63.9]]), (64, 96), (32, 48))[31, 47] == 1
+
+
+def test_shards_of_another_config_are_refused(shards: Path) -> None:
+    files = split_files(shards, "train")
+    check_shards(files, small_network())
+    with pytest.raises(InputError, match=r"height 32 \(config wants 64\)"):
+        check_shards(files, preset("tiny"))
+    with pytest.raises(InputError, match="split 'test'.*train, val"):
+        split_files(shards, "test")
+
+
+# =========================================================================== Ray Train runs
+
+
+@pytest.fixture(scope="module")
+def stage1(ray_session, shards: Path, mlflow_uri: str, tmp_path_factory):
+    """A local-mode (in-process) stage-1 run of 2 epochs × 1 step."""
+    cfg = fast_config(shards, tmp_path_factory.mktemp("runs"), mlflow_uri)
+    return cfg, train(cfg)
+
+
+@pytest.mark.slow
+def test_local_run_checkpoints_exports_and_tracks(stage1) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg, result = stage1
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    assert result.history[-1]["global_step"] == 2
+    assert result.best_val_loss == min(h["val_loss"] for h in result.history)
+    for key in ("val_loss", "val_cc", "val_nss", "val_sim", "val_kld", "val_auc_judd"):
+        assert np.isfinite(result.history[-1][key]), key
+    assert -1 <= result.history[-1]["val_cc"] <= 1 and 0 <= result.history[-1]["val_auc_judd"] <= 1
+    # Checkpoints: one per epoch (2 <= num_to_keep), each with the full training state.
+    dirs = checkpoint_dirs(result.run_dir)
+    assert [d.name for d in dirs] == ["checkpoint_epoch_0000", "checkpoint_epoch_0001"]
+    state = torch.load(dirs[-1] / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "config"} <= set(state)
+    assert state["scheduler"]["factor"] == 0.5
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 1e-5
+    # The exported model is the best checkpoint's weights and loads on its own.
+    loaded = load_model(result.model_path, config=cfg.network)
+    best = torch.load(result.best_checkpoint / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in best.items())
+    # MLflow, read back.
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["network.model.use_audio"] == "False" and params["lr"] == "0.0001"
+    assert params["network.input.frames"] == "8" and params["stage"] == "1"
+    assert params["network.model.decoder_widths"] == "[32, 24, 16, 8]"
+    tags = run.data.tags
+    assert (tags["dataset"], tags["stage"], tags["preset"]) == ("toy", "1", "tiny")
+    assert tags["git_commit"] and tags["parent_run"] == ""
+    history = client.get_metric_history(result.mlflow_run_id, "val_loss")
+    assert sorted(m.step for m in history) == [0, 1]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        [h["val_loss"] for h in result.history]
+    )
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    files = {a.path for folder in ("val_grid", "model", "config") for a in client.list_artifacts(result.mlflow_run_id, folder)}
+    assert {"val_grid/epoch_0000.png", "val_grid/epoch_0001.png", "model/model.pt"} <= files
+    assert "config/train_config.json" in files
+
+
+@pytest.mark.slow
+def test_rerun_resumes_and_refuses_another_network(stage1) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg, first = stage1
+    again = train(cfg.model_copy(update={"epochs": 3}))
+    assert again.resumed and again.mlflow_run_id == first.mlflow_run_id
+    assert [h["epoch"] for h in again.history] == [0, 1, 2]
+    assert again.history[:2] == first.history  # the first two epochs were not redone
+    assert again.history[-1]["global_step"] == 3
+    steps = [m.step for m in MlflowClient(again.tracking_uri).get_metric_history(again.mlflow_run_id, "train_loss")]
+    assert sorted(steps) == [0, 1, 2]
+    # num_to_keep=2 best plus the latest survive.
+    assert len(checkpoint_dirs(again.run_dir)) <= 3
+    other = cfg.model_copy(update={"network": small_network(**{"model.width": 16, "model.heads": 2})})
+    width = cfg.network.model.width
+    with pytest.raises(ConfigError, match=rf"stage1.*model\.width: stored {width}, given 16"):
+        train(other)
+
+
+@pytest.mark.slow
+def test_stage2_starts_from_stage1(stage1, shards: Path, mlflow_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg, s1 = stage1
+    s2_cfg = cfg.model_copy(
+        update={
+            "stage": 2,
+            "network": small_network(use_audio=True),
+            "init_from": s1.model_path,
+            "run_name": "stage2",
+            "epochs": 1,
+        }
+    )
+    s2 = train(s2_cfg)
+    tags = MlflowClient(s2.tracking_uri).get_run(s2.mlflow_run_id).data.tags
+    assert tags["parent_run"] == s1.mlflow_run_id and tags["stage"] == "2"
+    assert tags["parent_run_name"] == "stage1" and tags["variant"] == "AV"
+    loaded = load_model(s2.model_path)
+    assert loaded.model.uses_audio and loaded.meta["parent_run"] == s1.mlflow_run_id
+
+
+@pytest.mark.slow
+def test_two_workers_survive_a_crash(ray_session, shards: Path, mlflow_uri: str, tmp_path: Path) -> None:
+    """Rank 1 dies (os._exit) at epoch 1, step 0 on the first attempt; Ray restarts the
+    worker group from epoch 0's checkpoint and the run finishes with epochs 0, 1 once each."""
+    from mlflow.tracking import MlflowClient
+
+    marker = tmp_path / "crashed"
+    cfg = fast_config(
+        shards,
+        tmp_path / "runs",
+        mlflow_uri,
+        run_name="ddp",
+        num_workers=2,
+        cpus_per_worker=0.5,
+        crash_at={"epoch": 1, "step": 0, "rank": 1, "marker": marker},
+        system_metrics=False,
+    )
+    result = train(cfg)
+    assert marker.read_text().startswith("crashed at epoch 1 step 0 rank 1")
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    # Two workers × batch 2 × 1 step per epoch, summed over the DDP group.
+    assert [h["train_windows"] for h in result.history] == [4, 4]
+    assert result.history[-1]["global_step"] == 2
+    assert result.history[-1]["val_windows"] == 2  # one batch of 2 per worker
+    history = MlflowClient(result.tracking_uri).get_metric_history(result.mlflow_run_id, "val_loss")
+    assert sorted(m.step for m in history) == [0, 1]
