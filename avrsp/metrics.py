@@ -61,24 +61,43 @@ _N_BINS = _FINE_BINS + 1  # bins 0 … B: a normalised value of exactly 1 gets b
 # Inputs
 
 
-def _as_array(x: Any, name: str, ndims: Sequence[int]) -> np.ndarray:
-    """``x`` as a real numpy array with one of ``ndims`` dimensions, finite, non-empty."""
+def _as_array(
+    x: Any, name: str, ndims: Sequence[int], *, finite: bool = True, mask: bool = False
+) -> np.ndarray:
+    """``x`` as a real numpy array with one of ``ndims`` dimensions, non-empty.
+
+    ``finite``: check for NaN / inf here (the batch path checks maps frame by frame
+    instead). ``mask``: a fixation map, where only "nonzero" matters, so booleans stay
+    booleans (no copy); elsewhere they become uint8 (a uint8 map, as MATLAB reads one).
+    """
     if hasattr(x, "detach"):  # torch tensor (CPU); avoids importing torch here
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
-    if arr.dtype == bool:
+    if arr.dtype == bool and not mask:
         arr = arr.astype(np.uint8)
+    elif arr.dtype == bool:
+        return _check_shape(arr, name, ndims)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise InputError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
+    _check_shape(arr, name, ndims)
+    if finite:
+        _check_finite(arr, name)
+    return arr
+
+
+def _check_shape(arr: np.ndarray, name: str, ndims: Sequence[int]) -> np.ndarray:
     if arr.ndim not in ndims:
         want = " or ".join(f"{d}-D" for d in ndims)
         raise InputError(f"{name}: expected a {want} array, got shape {arr.shape}")
     if arr.size == 0:
         raise InputError(f"{name}: empty array (shape {arr.shape})")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "inf"
         raise InputError(f"{name}: contains {bad} values; metrics need finite maps")
-    return arr
 
 
 def points_to_fixation_map(points: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -181,7 +200,7 @@ def imresize(maps: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-# Per-frame kernels on flat float64 arrays [P]
+# Per-frame kernels on flat [P] arrays (the prediction in its own dtype, read as float64)
 
 
 class _Workspace:
@@ -192,13 +211,12 @@ class _Workspace:
     """
 
     def __init__(self, size: int) -> None:
-        self.centered = np.empty(size)
-        self.norm = np.empty(size)
+        self.scaled = np.empty(size)
         self.gt = np.empty(size)
+        self.scaled_gt = np.empty(size)
         self.tmp1 = np.empty(size)
         self.tmp2 = np.empty(size)
-        self.bins32 = np.empty(size, dtype=np.int32)
-        self.bins = np.empty(size, dtype=np.intp)
+        self.bins = np.empty(size, dtype=np.int32)
         self.mask = np.empty(size, dtype=bool)
 
 
@@ -208,65 +226,153 @@ _LOCAL = threading.local()
 def _workspace(size: int) -> _Workspace:
     """This thread's workspace for frames of ``size`` pixels (kept for the next call)."""
     ws = getattr(_LOCAL, "workspace", None)
-    if ws is None or ws.norm.size != size:
+    if ws is None or ws.scaled.size != size:
         ws = _LOCAL.workspace = _Workspace(size)
     return ws
 
 
-class _Target:
-    """A ground-truth map (flat float64 ``[P]``) with its min, max and sum."""
+def _min_max(x: np.ndarray, name: str) -> tuple[float, float]:
+    """Exact min and max of ``x`` (any real dtype); NaN or inf raises :class:`InputError`.
 
-    def __init__(self, g: np.ndarray, ws: _Workspace) -> None:
-        np.copyto(ws.gt, np.ravel(g), casting="unsafe")
-        self.g = ws.gt
-        # Integer maps (8-bit, as datasets store them): statistics on the narrow type.
+    NaN propagates through ``min``/``max`` and inf shows in them, so this doubles as the
+    finiteness check of the batch path (no separate full-size ``isfinite`` pass).
+    """
+    lo, hi = float(x.min()), float(x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = "NaN" if math.isnan(lo) or math.isnan(hi) else "inf"
+        raise InputError(f"{name}: contains {bad} values; metrics need finite maps")
+    return lo, hi
+
+
+def _nonzero(x: np.ndarray) -> np.ndarray:
+    """Flat indices (ascending) of the nonzero entries of ``x`` (``find(x)``)."""
+    flat = np.ravel(x)
+    if flat.dtype != bool:  # numpy finds nonzero entries fastest in a boolean mask
+        flat = flat != 0
+    return np.flatnonzero(flat)
+
+
+class _Target:
+    """A ground-truth map: its support (nonzero pixels) with float64 values, min, max, sum.
+
+    Only the nonzero pixels enter CC (``Σ (a − mean a) · g``), SIM (``min(a, 0) = 0``
+    where ``g`` is at its minimum 0) and KLD (``0 · log(…) = 0``), so a blurred fixation
+    map is read once and then handled as its support alone. ``idx`` holds the support's
+    flat indices, or ``None`` when more than half the pixels are nonzero: then the
+    support is the whole map, in pixel order, and nothing is gathered.
+    """
+
+    def __init__(self, g: np.ndarray, ws: _Workspace, name: str = "gt_map") -> None:
+        g = np.ravel(g)
+        self.size = g.size
+        self.ws = ws
         self.integer = np.issubdtype(g.dtype, np.integer)
-        src = g if self.integer else self.g
-        self.min = float(src.min())
-        self.max = float(src.max())
-        self.sum = float(src.sum(dtype=np.int64 if self.integer else np.float64))
+        self.min, self.max = _min_max(g, name)
+        mask = g if g.dtype == bool else np.not_equal(g, 0, out=ws.mask)
+        n = int(np.count_nonzero(mask))
+        self.idx: np.ndarray | None = None if 2 * n > g.size else np.flatnonzero(mask)
+        self.vals = ws.gt[: g.size if self.idx is None else n]
+        np.copyto(self.vals, g if self.idx is None else g[self.idx], casting="unsafe")
+        # Integer maps: sums of integers below 2**53 are exact in float64.
+        self.sum = float(self.vals.sum())
+        self._g = g
+
+    def shifted(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """Support and values of ``g − min`` (SIM's numerator; zeros may be included)."""
+        if self.min == 0.0:
+            return self.idx, self.vals
+        b = np.subtract(self._g, self.min, out=self.ws.tmp1, dtype=np.float64)
+        return None, b
+
+    def sum_sq_dev(self) -> float:
+        """``Σ (g − mean g)²`` over all pixels, from the nonzero pixels alone."""
+        n, v = self.size, self.vals
+        if self.integer:  # exact integer sums: one rounding
+            return float(np.dot(v, v)) - self.sum * self.sum / n
+        mean = self.sum / n
+        d = np.subtract(v, mean, out=self.ws.tmp1[: v.size])
+        return float(np.dot(d, d)) + (n - v.size) * mean * mean
 
 
 class _Frame:
-    """One prediction ``p`` (flat float64 ``[P]``), its fixations, and shared intermediates.
+    """One prediction ``p`` (flat ``[P]``, any real dtype), its fixations, shared passes.
 
-    Several metrics need the same passes over the map (min/max, mean, the min-max
-    normalised map, a fine histogram of it); each is computed once, on first use, into
-    the workspace's buffers.
+    Every metric but KLD sees the prediction through its min-max normalised map
+    ``s = (p − min) / (max − min)`` (CC, NSS and SIM are invariant to that affine change;
+    the AUCs normalise first in MATLAB). We keep ``u = s · B`` with ``B = 2**14``, the fine
+    bin scale: dividing by ``(max − min) / B`` scales MATLAB's quotient by a power of two,
+    so ``u / B`` is bit for bit MATLAB's ``s`` (barring subnormal quotients), ``floor(u)``
+    is the fine bin, and sums of ``u`` are sums of ``s`` times ``B`` exactly. Each shared
+    intermediate is computed once, on first use, into the workspace's buffers.
     """
 
-    def __init__(self, p: np.ndarray, fix: Any, ws: _Workspace) -> None:
+    def __init__(self, p: np.ndarray, fix: Any, ws: _Workspace, name: str = "pred") -> None:
         self.p = p
         self.ws = ws
         self.size = p.size
-        self.min = float(p.min())
-        self.max = float(p.max())
-        self.sum = float(p.sum())
+        self.min, self.max = _min_max(p, name)
         self.constant = self.min == self.max
-        np.not_equal(np.ravel(fix), 0, out=ws.mask)
-        self.fix_idx = np.flatnonzero(ws.mask)  # fixated pixels, each once ("F > 0")
+        self.fix_idx = _nonzero(fix)  # fixated pixels, each once ("F > 0")
         self.n_fix = self.fix_idx.size
-        self._ss: float | None = None
-        self._norm = False
+        self._moments: tuple[float, float, float] | None = None
+        self._scaled = False
         self._hist: np.ndarray | None = None
         self._sel: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._jflag: tuple[float, np.ndarray, np.ndarray] | None = None
+        self._at_gt: tuple[np.ndarray, np.ndarray] | None = None  # u on a GT's support
 
-    def centered(self) -> tuple[np.ndarray, float]:
-        """``p − mean(p)`` and its sum of squares (shared by CC and NSS)."""
-        a = self.ws.centered
-        if self._ss is None:
-            np.subtract(self.p, self.sum / self.size, out=a)
-            self._ss = float(np.dot(a, a))
-        return a, self._ss
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        """``p`` at flat indices ``idx``, as float64."""
+        return self.p[idx].astype(np.float64)
 
-    def normalized(self) -> np.ndarray:
-        """``(p − min) / (max − min)``, the AUCs' and SIM's first step (not for constant p)."""
-        s = self.ws.norm
-        if not self._norm:
-            np.subtract(self.p, self.min, out=s)
-            np.divide(s, self.max - self.min, out=s)
-            self._norm = True
-        return s
+    def scaled(self) -> np.ndarray:
+        """``u = (p − min) / ((max − min) / B)``, i.e. ``s · B`` exactly (not for constant p)."""
+        u = self.ws.scaled
+        if not self._scaled:
+            span = self.max - self.min
+            np.subtract(self.p, self.min, out=u, dtype=np.float64)
+            unit = span / _FINE_BINS
+            if unit * _FINE_BINS == span and unit >= np.finfo(np.float64).tiny:
+                np.divide(u, unit, out=u)
+            else:  # pragma: no cover - spans near the float64 limits
+                np.divide(u, span, out=u)
+                np.multiply(u, _FINE_BINS, out=u)
+            self._scaled = True
+        return u
+
+    def scaled_at(self, idx: np.ndarray | None) -> np.ndarray:
+        """``u`` on a ground truth's support (``None``: all of ``u``); kept for CC and SIM."""
+        if idx is None:
+            return self.scaled()
+        if self._at_gt is None or self._at_gt[0] is not idx:
+            out = self.ws.scaled_gt[: idx.size]
+            self._at_gt = (idx, np.take(self.scaled(), idx, out=out))
+        return self._at_gt[1]
+
+    def s_at(self, idx: np.ndarray) -> np.ndarray:
+        """The normalised map ``s`` at flat indices ``idx`` (float64, MATLAB's values)."""
+        return self.scaled()[idx] / _FINE_BINS
+
+    def moments(self) -> tuple[float, float, float]:
+        """``Σ u``, mean of ``u`` and ``Σ (u − mean u)²`` (CC, NSS, SIM; not for constant p).
+
+        ``Σ u² − (Σ u)² / P`` has no harmful cancellation here: ``u`` spans exactly
+        ``[0, B]``, so the result is at least ``B² / 2`` while each rounding is at most
+        ``P · B² · eps``.
+        """
+        if self._moments is None:
+            u = self.scaled()
+            total = float(u.sum())
+            ss = float(np.dot(u, u)) - total * total / self.size
+            self._moments = (total, total / self.size, ss)
+        return self._moments
+
+    def sum_p(self) -> float:
+        """``Σ p`` (KLD), from ``Σ u`` when that is at hand (``p = min + u · span / B``)."""
+        if self.constant or not self._scaled:
+            return float(self.p.sum(dtype=np.float64))
+        total, _, _ = self.moments()
+        return self.size * self.min + total * (self.max - self.min) / _FINE_BINS
 
     @staticmethod
     def bin_of(s: np.ndarray | float) -> np.ndarray:
@@ -274,15 +380,18 @@ class _Frame:
         return np.clip(np.floor(np.asarray(s) * _FINE_BINS), 0, _FINE_BINS).astype(np.intp)
 
     def bins(self) -> tuple[np.ndarray, np.ndarray]:
-        """Fine bin of every pixel (intp ``[P]``) and the histogram ``[B + 1]`` of the bins."""
+        """Fine bin of every pixel (int32 ``[P]``) and the histogram ``[B + 1]`` of the bins."""
         ws = self.ws
         if self._hist is None:
-            # float64 -> int32 -> intp: a direct float64 -> int64 cast is ~10x slower
-            # on CPUs without AVX-512, and numpy indexes fastest with intp.
-            np.multiply(self.normalized(), _FINE_BINS, out=ws.tmp1)
-            np.copyto(ws.bins32, ws.tmp1, casting="unsafe")  # truncation = floor (s >= 0)
-            np.copyto(ws.bins, ws.bins32)
-            self._hist = np.bincount(ws.bins, minlength=_N_BINS)
+            # int32: a float64 -> int64 cast is several times slower on CPUs without
+            # AVX-512; torch counts and gathers with int32 indices directly (numpy would
+            # first copy them to intp) and counts faster than numpy's bincount.
+            np.copyto(ws.bins, self.scaled(), casting="unsafe")  # truncation = floor (u >= 0)
+            torch = _torch()
+            if torch is None:
+                self._hist = np.bincount(ws.bins, minlength=_N_BINS)
+            else:
+                self._hist = torch.bincount(torch.from_numpy(ws.bins), minlength=_N_BINS).numpy()
         return ws.bins, self._hist
 
     def select(self, flag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +407,12 @@ class _Frame:
         if self._sel is not None and bool(np.all(self._sel[0][flag])):
             return self._sel[1], self._sel[2]
         b, hist = self.bins()
-        np.take(flag, b, out=self.ws.mask)
+        torch = _torch()
+        if torch is None:
+            np.take(flag, b, out=self.ws.mask)
+        else:
+            t_mask = torch.from_numpy(self.ws.mask)
+            torch.index_select(torch.from_numpy(flag), 0, torch.from_numpy(b), out=t_mask)
         idx = np.flatnonzero(self.ws.mask)
         unflagged = np.where(flag, 0, hist)
         above = np.zeros(_N_BINS, dtype=np.int64)
@@ -306,28 +420,42 @@ class _Frame:
         self._sel = (flag, idx, above)
         return idx, above
 
+    def judd_flag(self, amp: float) -> tuple[np.ndarray, np.ndarray]:
+        """Fine bins within twice the jitter of a fixated value, and each fixation's top bin."""
+        if self._jflag is None or self._jflag[0] != amp:
+            t = self.at(self.fix_idx)
+            span = self.max - self.min
+            margin = 2.0 * amp
+            lo = self.bin_of((t - margin - self.min) / span)
+            hi = self.bin_of((t + margin - self.min) / span)
+            flag = np.zeros(_N_BINS, dtype=bool)
+            for first, last in zip(lo.tolist(), hi.tolist(), strict=True):  # a few dozen
+                flag[first : last + 1] = True
+            self._jflag = (amp, flag, hi)
+        return self._jflag[1], self._jflag[2]
+
 
 def _cc(fr: _Frame, gt: _Target) -> float:
-    """Pearson's CC (``CC.m``: z-score both maps, then ``corr2``)."""
+    """Pearson's CC (``CC.m``: z-score both maps, then ``corr2``).
+
+    With ``u`` the scaled normalised prediction (CC is invariant to the affine change):
+    ``Σ (u − mean u)(g − mean g) = Σ (u − mean u) · g``, a sum over the nonzero pixels of
+    ``g`` only.
+    """
     if fr.constant or gt.min == gt.max:
         return math.nan
-    a, ssa = fr.centered()
-    n = gt.g.size
-    if gt.integer:  # sum((g - mean)²) from exact integer sums: one pass, one rounding
-        ssg = float(np.dot(gt.g, gt.g)) - gt.sum * gt.sum / n
-    else:
-        b = np.subtract(gt.g, gt.sum / n, out=fr.ws.tmp1)
-        ssg = float(np.dot(b, b))
-    # a · (g − mean g) = a · g, as a sums to 0 (to rounding, ~1e-16 relative here).
-    return float(np.dot(a, gt.g) / math.sqrt(ssa * ssg))
+    _, mean_u, ss_u = fr.moments()
+    d = np.subtract(fr.scaled_at(gt.idx), mean_u, out=fr.ws.tmp2[: gt.vals.size])
+    cov = float(np.dot(d, gt.vals))
+    return cov / math.sqrt(ss_u * gt.sum_sq_dev())
 
 
 def _nss(fr: _Frame) -> float:
     """NSS (``NSS.m``): mean of the z-scored map (std with N−1) at fixated pixels."""
     if fr.constant or fr.size < 2 or fr.n_fix == 0:
         return math.nan
-    a, ss = fr.centered()
-    return float(a[fr.fix_idx].mean() / math.sqrt(ss / (fr.size - 1)))
+    _, mean_u, ss_u = fr.moments()
+    return float((fr.scaled()[fr.fix_idx] - mean_u).mean() / math.sqrt(ss_u / (fr.size - 1)))
 
 
 def _sim(fr: _Frame, gt: _Target) -> float:
@@ -335,22 +463,20 @@ def _sim(fr: _Frame, gt: _Target) -> float:
 
     Each map is min-max normalised, then divided by its sum; an all-zero map stays zero,
     a constant non-zero one is all NaN in MATLAB (0/0). Min-max then sum-normalising is
-    ``(x − min) / sum(x − min)``, so with ``a`` the min-max normalised prediction,
-    ``SIM = sum(min(a, (g − gmin) · Sa / Sg)) / Sa`` with ``Sa = sum(a)`` and
-    ``Sg = sum(g − gmin)`` (exact from integer sums for 8-bit maps): fewer passes, the same
-    value to rounding.
+    ``(x − min) / sum(x − min)``, so with ``u`` the scaled min-max normalised prediction,
+    ``SIM = sum(min(u, b · Su / Sb)) / Su`` with ``b = g − gmin``, ``Su = sum(u)`` and
+    ``Sb = sum(b)``: the same value to rounding, summed where ``b > 0`` only (elsewhere
+    ``min(u, 0) = 0``).
     """
-    ws = fr.ws
     if (fr.constant and fr.max != 0.0) or (gt.min == gt.max and gt.max != 0.0):
         return math.nan
     if fr.constant or gt.min == gt.max:  # a zero map (others returned): min(0, b) = 0
         return 0.0
-    a = fr.normalized()
-    sa = float(a.sum())
-    b = np.subtract(gt.g, gt.min, out=ws.tmp2)
-    sg = gt.sum - gt.g.size * gt.min if gt.integer else float(b.sum())
-    np.multiply(b, sa / sg, out=b)
-    return float(np.minimum(a, b, out=b).sum() / sa)
+    su, _, _ = fr.moments()
+    idx, b = gt.shifted()
+    sb = float(b.sum())
+    m = np.multiply(b, su / sb, out=fr.ws.tmp2[: b.size])
+    return float(np.minimum(fr.scaled_at(idx), m, out=m).sum() / su)
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -372,7 +498,11 @@ def _torch() -> Any:
 
 
 def _kld(fr: _Frame, gt: _Target) -> float:
-    """KLD (``KLdiv.m``): ``sum(g · log(eps + g / (p + eps)))``, both maps summing to 1."""
+    """KLD (``KLdiv.m``): ``sum(g · log(eps + g / (p + eps)))``, both maps summing to 1.
+
+    Only pixels with ``g > 0`` contribute (``0 · log(eps + 0) = 0``): the log is taken
+    of those only.
+    """
     if fr.min < 0 or gt.min < 0:
         raise InputError(
             "kld: maps must be non-negative (they are treated as distributions); "
@@ -380,16 +510,13 @@ def _kld(fr: _Frame, gt: _Target) -> float:
         )
     if gt.sum == 0.0:  # an all-zero ground truth contributes 0 · log(...) everywhere
         return 0.0
-    ws = fr.ws
-    # Only pixels with g > 0 contribute (0 · log(eps + 0) = 0): take the log of those only.
-    np.not_equal(gt.g, 0, out=ws.mask)
-    n = int(np.count_nonzero(ws.mask))
-    q, pn = ws.tmp2[:n], ws.tmp1[:n]
-    np.compress(ws.mask, gt.g, out=q)
-    np.compress(ws.mask, fr.p, out=pn)
-    np.divide(q, gt.sum, out=q)
-    if fr.sum != 0.0:
-        np.divide(pn, fr.sum, out=pn)
+    n = gt.vals.size
+    q = np.divide(gt.vals, gt.sum, out=fr.ws.tmp1[:n])
+    pn = fr.ws.tmp2[:n]
+    np.copyto(pn, fr.p if gt.idx is None else fr.p[gt.idx], casting="unsafe")
+    sum_p = fr.sum_p()
+    if sum_p != 0.0:
+        np.divide(pn, sum_p, out=pn)
     pn += EPS
     np.divide(q, pn, out=pn)
     pn += EPS
@@ -415,7 +542,8 @@ def _auc_judd(fr: _Frame, jitter: bool, rng: np.random.Generator | None) -> floa
     increasing, so we compare jittered values directly; and a pixel farther than the jitter
     amplitude from every fixated value compares the same whatever its jitter. So only
     pixels in fine bins within that margin of a fixated value get a jitter draw (i.i.d.
-    uniform, as in MATLAB: the same distribution of scores); the rest are counted per bin.
+    uniform, as in MATLAB: the same distribution of scores; the same draws whichever other
+    pixels a shared selection holds); the rest are counted per bin.
     """
     n_fix, n_pix = fr.n_fix, fr.size
     if n_fix == 0 or n_fix == n_pix:
@@ -430,12 +558,16 @@ def _auc_judd(fr: _Frame, jitter: bool, rng: np.random.Generator | None) -> floa
             return math.nan
         above = _count_ge(s, np.sort(s[fr.fix_idx])[::-1])
     else:
-        flag, hi = _judd_flag(fr, amp)
+        flag, hi = fr.judd_flag(amp)
         idx, above_bin = fr.select(flag)
-        vals = fr.p[idx]
+        vals = fr.at(idx)
         if jitter:
             assert rng is not None
-            vals = vals + rng.random(idx.size) * amp
+            near = flag[fr.ws.bins[idx]]  # the selected pixels AUC-Judd itself flagged
+            if near.all():
+                vals += rng.random(idx.size) * amp
+            else:  # a shared, larger selection: jitter the same pixels as alone
+                vals[near] += rng.random(int(np.count_nonzero(near))) * amp
         tj = vals[np.searchsorted(idx, fr.fix_idx)]  # the fixated pixels' jittered values
         order = np.argsort(tj, kind="stable")[::-1]  # descending, as MATLAB sweeps
         above = above_bin[hi[order]] + _count_ge(vals, tj[order])
@@ -478,19 +610,6 @@ def _neg_ge(counts: np.ndarray) -> np.ndarray:
     return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
 
-def _judd_flag(fr: _Frame, amp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Fine bins within twice the jitter of a fixated value, and each fixation's top bin."""
-    t = fr.p[fr.fix_idx]
-    span = fr.max - fr.min
-    margin = 2.0 * amp
-    lo = fr.bin_of((t - margin - fr.min) / span)
-    hi = fr.bin_of((t + margin - fr.min) / span)
-    mark = np.zeros(_N_BINS + 1, dtype=np.int64)
-    np.add.at(mark, np.maximum(lo, 0), 1)
-    np.add.at(mark, hi + 1, -1)
-    return np.cumsum(mark[:-1]) > 0, hi
-
-
 def _threshold_flag(fr: _Frame, thresholds: np.ndarray) -> np.ndarray:
     """Fine bins holding a positive threshold of the normalised map."""
     flag = np.zeros(_N_BINS, dtype=bool)
@@ -500,12 +619,11 @@ def _threshold_flag(fr: _Frame, thresholds: np.ndarray) -> np.ndarray:
 
 def _map_ge(fr: _Frame, thresholds: np.ndarray) -> np.ndarray:
     """Number of pixels of the normalised map ≥ each threshold (exact, one histogram pass)."""
-    s = fr.normalized()
     out = np.full(thresholds.size, fr.size, dtype=np.int64)
     pos = thresholds > 0  # every normalised value is >= 0: no need to look
     tb = fr.bin_of(thresholds[pos])
     idx, above = fr.select(_threshold_flag(fr, thresholds))
-    out[pos] = above[tb] + _count_ge(s[idx], thresholds[pos])
+    out[pos] = above[tb] + _count_ge(fr.s_at(idx), thresholds[pos])
     return out
 
 
@@ -520,7 +638,7 @@ def _auc_borji(
     n_fix = fr.n_fix
     if n_fix == 0 or fr.constant:
         return math.nan
-    pos_ge = _count_ge(fr.normalized()[fr.fix_idx], thresholds)
+    pos_ge = _count_ge(fr.s_at(fr.fix_idx), thresholds)
     probs = _buckets(_map_ge(fr, thresholds), fr.size) / fr.size
     counts = rng.multinomial(n_fix, probs, size=n_splits)
     return _auc_from_counts(pos_ge, n_fix, _neg_ge(counts), n_fix)
@@ -544,9 +662,8 @@ def _auc_shuffled(
     n_neg = min(n_fix, other_idx.size)
     if n_neg == 0:  # MATLAB: 0/0 false positive rates
         return math.nan
-    s = fr.normalized()
-    pos_ge = _count_ge(s[fr.fix_idx], thresholds)
-    colors = _buckets(_count_ge(s[other_idx], thresholds), other_idx.size)
+    pos_ge = _count_ge(fr.s_at(fr.fix_idx), thresholds)
+    colors = _buckets(_count_ge(fr.s_at(other_idx), thresholds), other_idx.size)
     counts = rng.multivariate_hypergeometric(colors, n_neg, size=n_splits)
     return _auc_from_counts(pos_ge, n_fix, _neg_ge(counts), n_neg)
 
@@ -559,9 +676,14 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 # Public single-map API
 
 
+def _at_size(p: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``p [..., h, w]`` at ``[..., H, W]``: itself (any dtype) when the sizes agree."""
+    return p if p.shape[-2:] == tuple(shape) else imresize(p, shape)
+
+
 def _pred_frame(pred: Any, shape: tuple[int, int], fix: np.ndarray | None = None) -> _Frame:
     p = _as_array(pred, "pred", (2,))
-    flat = imresize(p, shape).ravel()
+    flat = np.ravel(_at_size(p, shape))
     ws = _workspace(flat.size)
     return _Frame(flat, np.zeros(flat.size, dtype=bool) if fix is None else fix, ws)
 
@@ -572,8 +694,8 @@ def _pred_and_target(pred: Any, gt_map: Any) -> tuple[_Frame, _Target]:
     return fr, _Target(g, fr.ws)
 
 
-def _target(x: Any, name: str) -> np.ndarray:
-    return _as_array(x, name, (2,))
+def _target(x: Any, name: str, mask: bool = False) -> np.ndarray:
+    return _as_array(x, name, (2,), mask=mask)
 
 
 def cc(pred: Any, gt_map: Any) -> float:
@@ -592,7 +714,7 @@ def nss(pred: Any, fixations: Any) -> float:
     (N−1 denominator), averaged over pixels where ``fixations [H, W]`` is nonzero (each
     fixated pixel once). NaN without fixations or for a constant prediction.
     """
-    f = _target(fixations, "fixations")
+    f = _target(fixations, "fixations", mask=True)
     return _nss(_pred_frame(pred, f.shape, f))
 
 
@@ -623,7 +745,7 @@ def auc_judd(pred: Any, fixations: Any, jitter: bool = True, seed: int = 0) -> f
     ``(#{S >= t} − i) / (Npix − Nf)``; trapezoid area. NaN without fixations, or when the
     map is constant after jittering.
     """
-    f = _target(fixations, "fixations")
+    f = _target(fixations, "fixations", mask=True)
     rng = _rng(seed, 0, _STREAM_JUDD) if jitter else None
     return _auc_judd(_pred_frame(pred, f.shape, f), jitter, rng)
 
@@ -637,7 +759,7 @@ def auc_borji(
     each of ``n_splits`` splits, ``Nf`` pixels drawn with replacement serve as negatives;
     the mean trapezoid area over splits. NaN without fixations or for a constant map.
     """
-    f = _target(fixations, "fixations")
+    f = _target(fixations, "fixations", mask=True)
     _check_splits(n_splits)
     return _auc_borji(
         _pred_frame(pred, f.shape, f),
@@ -662,8 +784,8 @@ def auc_shuffled(
     ``other_fixations [H, W]`` (the union of other frames' fixation maps, same size) is
     nonzero. NaN without fixations, with an empty ``other_fixations`` or a constant map.
     """
-    f = _target(fixations, "fixations")
-    o = _target(other_fixations, "other_fixations")
+    f = _target(fixations, "fixations", mask=True)
+    o = _target(other_fixations, "other_fixations", mask=True)
     if o.shape != f.shape:
         raise InputError(
             f"other_fixations: shape {o.shape} differs from fixations' shape {f.shape}"
@@ -671,7 +793,7 @@ def auc_shuffled(
     _check_splits(n_splits)
     return _auc_shuffled(
         _pred_frame(pred, f.shape, f),
-        np.flatnonzero(o),
+        _nonzero(o),
         n_splits,
         _step_thresholds(step),
         _rng(seed, 0, _STREAM_SHUFFLED),
@@ -718,9 +840,10 @@ def all_metrics(
         ``i`` equals the single-map functions' value for ``seed`` when ``index_offset + i``
         is 0 (e.g. ``all_metrics(p[None], ...)["auc_borji"][0] == auc_borji(p, ...)``).
     """
-    p_all = _as_array(preds, "preds", (3,))
-    g_all = _as_array(gt_maps, "gt_maps", (3,))
-    f_all = _as_array(fixations, "fixations", (3,))
+    # preds and gt_maps are checked for NaN / inf frame by frame (their min and max).
+    p_all = _as_array(preds, "preds", (3,), finite=False)
+    g_all = _as_array(gt_maps, "gt_maps", (3,), finite=False)
+    f_all = _as_array(fixations, "fixations", (3,), mask=True)
     n = p_all.shape[0]
     if g_all.shape != f_all.shape or g_all.shape[0] != n:
         raise InputError(
@@ -731,7 +854,7 @@ def all_metrics(
     shape = (g_all.shape[1], g_all.shape[2])
     o_all = None
     if other is not None:
-        o_all = _as_array(other, "other", (2, 3))
+        o_all = _as_array(other, "other", (2, 3), mask=True)
         if o_all.shape[-2:] != shape or (o_all.ndim == 3 and o_all.shape[0] != n):
             raise InputError(
                 f"other: shape {o_all.shape} does not fit fixations {f_all.shape} "
@@ -741,30 +864,33 @@ def all_metrics(
     thresholds = _step_thresholds(step)
     names = [m for m in METRIC_NAMES if o_all is not None or m != "auc_shuffled"]
     out = {m: np.full(n, math.nan) for m in names}
-    shared_other = np.flatnonzero(o_all) if o_all is not None and o_all.ndim == 2 else None
+    shared_other = _nonzero(o_all) if o_all is not None and o_all.ndim == 2 else None
     ws = _workspace(shape[0] * shape[1])
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        p_chunk = imresize(p_all[start:stop], shape)
+        p_chunk = p_all[start:stop]
+        if p_chunk.shape[1:] != shape:  # resize; NaN / inf would spread: check first
+            _check_finite(p_chunk, "preds")
+            p_chunk = imresize(p_chunk, shape)
         for j in range(stop - start):
             i = start + j
             idx = index_offset + i
-            fr = _Frame(p_chunk[j].ravel(), f_all[i], ws)
-            g = _Target(g_all[i], ws)
+            fr = _Frame(np.ravel(p_chunk[j]), f_all[i], ws, "preds")
+            g = _Target(g_all[i], ws, "gt_maps")
             out["cc"][i] = _cc(fr, g)
             out["nss"][i] = _nss(fr)
             out["sim"][i] = _sim(fr, g)
             out["kld"][i] = _kld(fr, g)
             if not fr.constant and fr.n_fix > 0:  # one pixel selection for both AUCs
                 amp = JUDD_JITTER if jitter else 0.0
-                fr.select(_judd_flag(fr, amp)[0] | _threshold_flag(fr, thresholds))
+                fr.select(fr.judd_flag(amp)[0] | _threshold_flag(fr, thresholds))
             rng_j = _rng(seed, idx, _STREAM_JUDD) if jitter else None
             out["auc_judd"][i] = _auc_judd(fr, jitter, rng_j)
             out["auc_borji"][i] = _auc_borji(
                 fr, n_splits, thresholds, _rng(seed, idx, _STREAM_BORJI)
             )
             if o_all is not None:
-                o = shared_other if shared_other is not None else np.flatnonzero(o_all[i])
+                o = shared_other if shared_other is not None else _nonzero(o_all[i])
                 out["auc_shuffled"][i] = _auc_shuffled(
                     fr, o, n_splits, thresholds, _rng(seed, idx, _STREAM_SHUFFLED)
                 )

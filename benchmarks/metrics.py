@@ -19,6 +19,7 @@ Run single-threaded, as the "one core" figures are claimed::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import os
 import platform
@@ -203,6 +204,26 @@ def make_frames(n: int, height: int = 360, width: int = 640, seed: int = 0):
     return preds, gts, fix, other
 
 
+def steady_allocator() -> str:
+    """Keep freed memory in the process (glibc), so that neither side pays page faults.
+
+    The baseline allocates several 2 MB temporaries per metric. With glibc's defaults
+    whether those come back as fresh pages (mmap, or the heap trimmed and grown again:
+    a page fault per 4 KiB) depends on what the process freed before: the same baseline
+    measured 21–23 ms or 33–38 ms per frame on the same machine depending on it. Fixing
+    the mmap threshold at 32 MiB and the trim threshold at 64 MiB gives the baseline its
+    fast case every time (avrsp allocates little either way), so the ratio is the
+    conservative one and does not depend on the order of the measurements.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20)
+    except (OSError, AttributeError):
+        ok = False
+    return "glibc mallopt: mmap threshold 32 MiB, trim threshold 64 MiB" if ok else "default"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=1000, help="frames timed with avrsp")
@@ -221,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     print(f"machine: {platform.machine()} {platform.processor() or ''}, cpus {os.cpu_count()}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, threads env {threads}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(f"allocator: {steady_allocator()}")
 
     preds, gts, fix, other = make_frames(args.frames, args.height, args.width)
     nb = min(args.baseline_frames, args.frames)
@@ -229,14 +252,15 @@ def main(argv: list[str] | None = None) -> None:
     # Interleaved repeats, best of each, in CPU time of this process: the machine is
     # shared, so the minimum CPU time is the least disturbed measurement of the same work.
     sub = (preds[:nb], gts[:nb], fix[:nb], other[:nb])
-    t_ours_sub, t_base = math.inf, math.inf
+    runs_ours, runs_base = [], []
     for _ in range(args.repeats):
         t0 = time.process_time()
         ours_sub = all_metrics(*sub)
-        t_ours_sub = min(t_ours_sub, time.process_time() - t0)
+        runs_ours.append(time.process_time() - t0)
         t0 = time.process_time()
         base = baseline_all(*sub)
-        t_base = min(t_base, time.process_time() - t0)
+        runs_base.append(time.process_time() - t0)
+    t_ours_sub, t_base = min(runs_ours), min(runs_base)
     for m in ("cc", "nss", "sim", "kld"):
         diff = float(np.max(np.abs(ours_sub[m] - base[m])))
         assert diff < 1e-9, f"{m}: avrsp and baseline differ by {diff}"
@@ -253,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
 
     per_ours, per_base = t_ours_sub / nb * 1e3, t_base / nb * 1e3
     print(f"frames {args.height}x{args.width}; CPU time, best of {args.repeats} on {nb} frames:")
+    each = ", ".join(f"{b / o:.1f}" for b, o in zip(runs_base, runs_ours, strict=True))
+    print(f"(ratio in each interleaved repeat: {each})")
     print(f"baseline (MATLAB transcription): {per_base:8.2f} ms/frame")
     print(
         f"avrsp.metrics.all_metrics:       {per_ours:8.2f} ms/frame  ({per_base / per_ours:.1f}x)"
@@ -299,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'metric':13s} {'avrsp ms':>9s} {'baseline ms':>12s} {'ratio':>6s}")
     for name, ours_ms, base_ms in rows:
         print(f"  {name:13s} {ours_ms:9.2f} {base_ms:12.2f} {base_ms / ours_ms:6.1f}")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -76,16 +76,16 @@ def main() -> None:
             params, flops, _, _ = results[key]
             cells.append(f"{params[name] / 1e6:.2f} M / {flops[name] / 1e9:.1f} G")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    totals = [
-        f"**{results[k][2] / 1e6:.2f} M / {results[k][3] / 1e9:.1f} G**" for k in variants
-    ]
+    totals = [f"**{results[k][2] / 1e6:.2f} M / {results[k][3] / 1e9:.1f} G**" for k in variants]
     print("| **total** | " + " | ".join(totals) + " |")
     for p in PRESETS:
         cfg = PRESETS[p]()
-        print(f"\n{p}: input {cfg.input.frames}×{cfg.input.height}×{cfg.input.width}, "
-              f"audio {cfg.input.audio_samples} samples, width {cfg.model.width}, "
-              f"heads {cfg.model.heads}, RAVF blocks {cfg.model.ravf_blocks}, "
-              f"MS&MRG pairs {cfg.model.ms_mrg_pairs}")
+        print(
+            f"\n{p}: input {cfg.input.frames}×{cfg.input.height}×{cfg.input.width}, "
+            f"audio {cfg.input.audio_samples} samples, width {cfg.model.width}, "
+            f"heads {cfg.model.heads}, RAVF blocks {cfg.model.ravf_blocks}, "
+            f"MS&MRG pairs {cfg.model.ms_mrg_pairs}"
+        )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,10 @@ def main() -> None:
         for batch in args.batch:
             per_sample = time_step(args.preset, batch, use_audio, args.device, args.repeats)
             variant = "AV" if use_audio else "V"
-            print(f"{args.preset} {variant:<2} batch {batch:>2}: {per_sample:.3f} s per sample "
-                  "(forward+backward)")
+            print(
+                f"{args.preset} {variant:<2} batch {batch:>2}: {per_sample:.3f} s per sample "
+                "(forward+backward)"
+            )
 
 
 if __name__ == "__main__":

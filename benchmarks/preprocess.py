@@ -1,17 +1,24 @@
 """Preprocessing throughput vs plain ffmpeg, and memory at two dataset sizes (DESIGN §11).
 
-In one run, on the same copies of one clip:
+In one run, on the same copies of one clip, for each dataset size in ``--videos``:
 
 1. *baseline*: plain ``ffmpeg`` decoding + scaling every video to raw RGB frames at the
    model size (the same filter chain as :func:`preprocessing.ffmpeg.iter_frames`: scale with
-   area interpolation, rgb24 to a pipe that is read and dropped), ``--cpus`` videos at a time;
+   area interpolation, rgb24 to a pipe that this process reads in 1 MiB pieces and
+   discards), ``--cpus`` videos at a time. It runs right before and right after the job;
+   the ratio uses the mean of both rates, so a change in the machine's load during the
+   run weighs on both sides alike;
 2. *job*: the Ray Data job (:func:`preprocessing.pipeline.preprocess`) writing the segment
-   shards of the same videos, on a local Ray with ``--cpus`` CPUs (Ray started before the
-   clock starts; its start-up time is printed apart).
+   shards of the same videos, on a local Ray with ``--cpus`` CPUs. Ray's start-up is
+   timed apart: ``ray.init`` and a no-op Ray Data job (the first Ray Data job of a Ray
+   session spends seconds importing Ray Data in the driver and in every worker, once per
+   session, whatever the dataset). The job's time includes everything else, among it the
+   first import of this project's modules in each worker.
 
-Prints frames/s of both and their ratio (goal ≥ 0.8), and the peak memory (driver RSS and
-the sum over Ray worker processes, sampled every 50 ms) for each dataset size in
-``--videos`` (memory must stay flat as the number of videos grows).
+Prints frames/s of both and their ratio (goal ≥ 0.8), the load average around each
+measurement (other work on the machine skews the numbers), and the peak memory (driver
+RSS and the sum over Ray worker processes, sampled every 50 ms) for each size (memory must
+stay flat as the number of videos grows).
 
     python benchmarks/preprocess.py --clip ../shared/data/media/chaplin.mp4 --videos 10 40
 """
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -82,8 +90,65 @@ def ffmpeg_baseline(videos: list[Path], size: tuple[int, int], cpus: int) -> tup
     return frames, time.perf_counter() - start
 
 
+class CpuClock:
+    """CPU seconds used by this process and its descendants since the last ``lap()``.
+
+    Counts this process (user + system), the ffmpeg processes it waited for, and every
+    live descendant (the local Ray: workers with the ffmpeg processes they waited for,
+    raylet, GCS, agents). Unlike wall time it hardly depends on other work on the machine.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, float] = {}
+        self._own = self._self_and_waited()
+        self._descendants()
+
+    @staticmethod
+    def _self_and_waited() -> float:
+        me, waited = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        return me.ru_utime + me.ru_stime + waited.ru_utime + waited.ru_stime
+
+    def _descendants(self) -> float:
+        """CPU of the live descendants since the previous call (new ones: since their start)."""
+        used = 0.0
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total = t.user + t.system + t.children_user + t.children_system
+            used += total - self._seen.get(proc.pid, 0.0)
+            self._seen[proc.pid] = total
+        return used
+
+    def lap(self) -> float:
+        own = self._self_and_waited()
+        used = own - self._own + self._descendants()
+        self._own = own
+        return used
+
+
+def warm_up_ray_data(cpus: int) -> None:
+    """A no-op Ray Data job over ``cpus`` blocks: Ray Data imported in the driver and in
+    each worker, as any first Ray Data job of a Ray session does."""
+    import ray
+
+    items = [{"i": i} for i in range(cpus)]
+    # A lambda travels by value: the workers need not import this script.
+    ds = ray.data.from_items(items, override_num_blocks=cpus).map(lambda row: row, num_cpus=1)
+    assert len(list(ds.iter_rows())) == cpus
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS of this process and of the Ray worker processes (sum), every 50 ms."""
+    """Peak RSS of this process and of its Ray worker processes (sum), every 50 ms.
+
+    Only this process's descendants count (the local Ray started here): other Ray
+    sessions on the same machine are not ours. Idle workers count; Ray's agents and a
+    worker's ffmpeg do not.
+    """
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -96,12 +161,13 @@ class MemorySampler(threading.Thread):
         while not self._halt.is_set():
             self.driver_peak = max(self.driver_peak, me.memory_info().rss)
             workers = 0
-            for proc in psutil.process_iter(["name", "cmdline"]):
+            for proc in me.children(recursive=True):
                 try:
-                    cmd = " ".join(proc.info["cmdline"] or [])
-                    if proc.info["name"].startswith("ray::") or "default_worker.py" in cmd:
+                    # Workers are titled ray::IDLE, ray::<task>; not ray::DashboardAgent etc.
+                    name = proc.name()
+                    if name.startswith("ray::") and not name.endswith("Agent"):
                         workers += proc.memory_info().rss
-                except (psutil.Error, TypeError, AttributeError):
+                except psutil.Error:
                     continue
             self.workers_peak = max(self.workers_peak, workers)
             self._halt.wait(0.05)
@@ -126,30 +192,53 @@ def main() -> None:
     t0 = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False)
     ray_start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    warm_up_ray_data(args.cpus)
+    data_start = time.perf_counter() - t0
     config = preset(args.preset)
     opts = SegmentOptions.from_config(config, stride=args.stride)
     size = (opts.height, opts.width)
     results = []
     print(f"clip {args.clip}, preset {args.preset} (T={opts.frames}, {size[0]}×{size[1]}, "
-          f"stride {opts.stride}), {args.cpus} CPUs; ray.init took {ray_start:.1f} s")  # fmt: skip
+          f"stride {opts.stride}), {args.cpus} CPUs; ray.init took {ray_start:.1f} s, "
+          f"Ray Data's first (no-op) job {data_start:.1f} s")  # fmt: skip
     for count in args.videos:
         with tempfile.TemporaryDirectory() as tmp:
             root, out = Path(tmp) / "clips", Path(tmp) / "out"
             total = make_dataset(args.clip, root, count)
             videos = sorted((root / "videos").iterdir())
+            load = [os.getloadavg()[0]]
+            cpu = CpuClock()
             base_frames, base_s = ffmpeg_baseline(videos, size, args.cpus)
+            base_cpu = cpu.lap()
+            load.append(os.getloadavg()[0])
             sampler = MemorySampler()
             sampler.start()
             start = time.perf_counter()
             report = preprocess(f"csv:{root}", out, config=config, options=opts, log=lambda _: None)
             job_s = time.perf_counter() - start
             sampler.stop()
+            job_cpu = cpu.lap()
+            load.append(os.getloadavg()[0])
+            after_frames, after_s = ffmpeg_baseline(videos, size, args.cpus)
+            base_cpu += cpu.lap()
+            load.append(os.getloadavg()[0])
+            ffmpeg_fps = (base_frames / base_s + after_frames / after_s) / 2
+            base_cpu_ms = 1000 * base_cpu / (base_frames + after_frames)
+            job_cpu_ms = 1000 * job_cpu / max(report.frames, 1)
             row = {
                 "videos": count,
                 "frames": total,
-                "ffmpeg_fps": base_frames / base_s,
+                "ffmpeg_fps_before": base_frames / base_s,
+                "ffmpeg_fps_after": after_frames / after_s,
+                "ffmpeg_fps": ffmpeg_fps,
                 "job_fps": report.frames / job_s,
-                "ratio": (report.frames / job_s) / (base_frames / base_s),
+                "job_s": job_s,
+                "ratio": (report.frames / job_s) / ffmpeg_fps,
+                "load_avg_1min": load,
+                "ffmpeg_cpu_ms_per_frame": base_cpu_ms,
+                "job_cpu_ms_per_frame": job_cpu_ms,
+                "cpu_ratio": base_cpu_ms / job_cpu_ms,
                 "windows": report.windows,
                 "failed": report.failed,
                 "shard_MiB": report.bytes / 2**20,
@@ -159,15 +248,20 @@ def main() -> None:
             }
             results.append(row)
             print(
-                f"{count:3d} videos, {total} frames: ffmpeg {row['ffmpeg_fps']:.0f} frames/s, "
+                f"{count:3d} videos, {total} frames: ffmpeg {row['ffmpeg_fps']:.0f} frames/s "
+                f"({row['ffmpeg_fps_before']:.0f} before, {row['ffmpeg_fps_after']:.0f} after), "
                 f"job {row['job_fps']:.0f} frames/s, ratio {row['ratio']:.2f}; "
+                f"load {' → '.join(f'{v:.1f}' for v in load)}; CPU per frame: ffmpeg "
+                f"{base_cpu_ms:.2f} ms, job {job_cpu_ms:.2f} ms (ratio {row['cpu_ratio']:.2f}); "
                 f"{report.windows} windows, {row['bytes_per_window'] / 1024:.0f} KiB/window; "
                 f"peak RSS driver {row['driver_peak_MiB']:.0f} MiB, "
                 f"Ray workers {row['workers_peak_MiB']:.0f} MiB"
             )
     ray.shutdown()
     cpu = platform.processor() or platform.machine()
-    print(json.dumps({"machine": f"{cpu}, {os.cpu_count()} cores", "results": results}, indent=1))
+    machine = f"{cpu}, {os.cpu_count()} cores"
+    starts = {"ray_init_s": ray_start, "ray_data_first_job_s": data_start}
+    print(json.dumps({"machine": machine, **starts, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -563,7 +563,10 @@ def iter_jpeg_frames(
     """
     luma, chroma = jpeg_quant_tables(quality)
     src, _, _, stream, expected = _frame_graph(path, size, fps, frames_dir_pattern, info)
-    graph = stream.filter("format", "yuvj420p").output(
+    # JFIF readers decode full-range BT.601 YCbCr: convert to it from whatever matrix and
+    # range the video declares (a BT.709 HD video decoded as BT.601 is off in hue).
+    jfif = stream.filter("scale", out_color_matrix="bt601", out_range="pc")
+    graph = jfif.filter("format", "yuvj420p").output(
         "pipe:",
         format="image2pipe",
         vcodec="mjpeg",
@@ -859,7 +862,7 @@ def decode_audio(
     if src.is_sequence:
         raise InputError(f"{src.name}: an image sequence has no audio; pass the audio file")
     if info is not None:
-        if Path(src.name) != info.path:
+        if Path(src.url) != info.path.absolute():
             raise InputError(f"{src.name}: decode_audio got the MediaInfo of {info.path}")
         if not info.has_audio:
             return np.zeros(0, dtype=np.float32)

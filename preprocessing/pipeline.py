@@ -91,7 +91,11 @@ def check_output(out: str | Path) -> Path:
 
 
 def process_record(item: dict[str, Any], *, options: str, out: str, config: str) -> dict[str, Any]:
-    """Ray task body: ``{"record": json}`` → ``{"summary": json}`` (shards written on the way)."""
+    """Ray task body: ``{"record": json}`` → ``{"summary": json}`` (shards written on the way).
+
+    Its modules are imported at module level (here and in :mod:`preprocessing.segments`), so
+    a Ray worker (reused from task to task) pays the imports once, not once per video.
+    """
     record = VideoRecord.from_json(item["record"])
     opts = SegmentOptions(**json.loads(options))
     summary = write_video(record, opts, out, config_json=config)

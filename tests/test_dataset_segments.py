@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_dataset_sources import (
@@ -23,6 +25,7 @@ from test_dataset_sources import (
 from avrsp.audio import audio_window
 from avrsp.config import preset
 from avrsp.errors import InputError
+from preprocessing.ffmpeg import jpeg_quant_tables
 from preprocessing.segments import (
     SCHEMA_VERSION,
     SegmentOptions,
@@ -73,6 +76,11 @@ def test_windows_alignment_and_fixation_targets(avad, tmp_path: Path) -> None:
     }
     seg = decode_segment(rows[1])
     assert seg["frames"].shape == (4, 32, 48, 3) and seg["target"].shape == (32, 48)
+    # Frames 2 and 3 are in both windows: encoded once, the same bytes in both rows.
+    assert rows[0]["frames_jpeg"][2:] == rows[1]["frames_jpeg"][:2]
+    # ffmpeg encodes the JPEGs with libjpeg's tables for the quality asked (here 90).
+    with Image.open(io.BytesIO(rows[0]["frames_jpeg"][0])) as img:
+        assert list(img.quantization[0])[1:] == jpeg_quant_tables(90)[0][1:]
     # Frames 2…5 in order: their red channel encodes 10·k (JPEG twice: a few levels off).
     np.testing.assert_allclose(seg["frames"][:, 16, 24, 0], [20, 30, 40, 50], atol=4)
     # Fixation points of frame 5 kept at native resolution; target peaks at its model position.
@@ -111,8 +119,10 @@ def test_dataset_maps_target_and_options_from_config(avad, tmp_path: Path) -> No
 def test_short_video_is_padded_and_visual_only_has_no_audio(tmp_path: Path) -> None:
     root = build_dhf1k(tmp_path / "dhf1k", {5: 2})
     record = dhf1k.read(root).records[0]
-    rows = list(iter_segments(record, options(target="fixations")))
+    rows = list(iter_segments(record, options(target="fixations", jpeg_quality=60)))
     assert len(rows) == 1 and rows[0]["last_frame"] == 1 and not rows[0]["has_audio"]
+    with Image.open(io.BytesIO(rows[0]["frames_jpeg"][0])) as img:  # the quality asked
+        assert list(img.quantization[0])[1:] == jpeg_quant_tables(60)[0][1:]
     seg = decode_segment(rows[0])
     # Two frames, T=4: the first frame repeated twice in front.
     np.testing.assert_allclose(seg["frames"][:, 16, 24, 0], [0, 0, 0, 10], atol=4)

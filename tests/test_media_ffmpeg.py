@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import wave
 from pathlib import Path
@@ -11,11 +12,15 @@ import pytest
 
 from avrsp.errors import InputError
 from preprocessing.ffmpeg import (
+    JpegSplitter,
     decode_audio,
     decode_frames,
     ffmpeg_exe,
     frame_at_time,
     iter_frames,
+    iter_jpeg_frames,
+    jpeg_length,
+    jpeg_quant_tables,
     probe,
 )
 
@@ -96,6 +101,106 @@ def test_iter_frames_streams_and_stops_ffmpeg(shared_data: Path) -> None:
     assert not any("ffmpeg" in p.name() for p in psutil.Process().children())
     # Same frames as the batch decode.
     assert np.array_equal(np.stack(first), decode_frames(path, (36, 64))[:3])
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "JPEG"
+        return np.asarray(img.convert("RGB"))
+
+
+@pytest.mark.shared
+def test_jpeg_frames_are_the_raw_frames_encoded(shared_data: Path) -> None:
+    from PIL import Image
+
+    from preprocessing.segments import encode_jpeg
+
+    path = shared_data / "media" / "realshort.mp4"
+    info = probe(path)
+    raw = decode_frames(path, (120, 160), info=info)
+    jpegs = list(iter_jpeg_frames(path, (120, 160), info=info, quality=90))
+    assert len(jpegs) == len(raw) == 36
+    decoded = np.stack([_decode_jpeg(j) for j in jpegs])
+    assert decoded.shape == raw.shape
+    # Same frames, in order: every JPEG is nearest to its own raw frame, and the mean error
+    # (colour conversion + quantization) is close to Pillow's at the same quality (2.45).
+    error = np.abs(decoded.astype(np.int16) - raw).mean(axis=(1, 2, 3))
+    pillow = np.stack([_decode_jpeg(encode_jpeg(f, 90)) for f in raw])
+    pillow_error = np.abs(pillow.astype(np.int16) - raw).mean()
+    assert error.mean() < pillow_error + 0.5 and error.max() < 3.5, (error, pillow_error)
+    far = np.abs(decoded[:, None].astype(np.int16) - raw[None]).mean(axis=(2, 3, 4))
+    assert np.array_equal(far.argmin(axis=1), np.arange(36))
+    # Quality 90 means libjpeg's tables at 90 (AC; ffmpeg fixes the DC step at 8).
+    luma, chroma = jpeg_quant_tables(90)
+    with Image.open(io.BytesIO(jpegs[7])) as img:
+        tables = img.quantization
+    assert list(tables[0])[1:] == luma[1:] and list(tables[1])[1:] == chroma[1:]
+    assert luma[:8] == [3, 2, 2, 3, 5, 8, 10, 12]  # Annex K row 1 at 20 %
+    # A lower quality: coarser tables, smaller files, larger error; CFR count as iter_frames.
+    coarse = list(iter_jpeg_frames(path, (120, 160), fps=10, info=info, quality=30))
+    assert len(coarse) == info.cfr_frame_count(10) == len(decode_frames(path, (8, 8), fps=10))
+    assert sum(map(len, coarse)) < 0.6 * sum(map(len, jpegs[: len(coarse)]))
+    with Image.open(io.BytesIO(coarse[0])) as img:
+        assert list(img.quantization[0])[1:] == jpeg_quant_tables(30)[0][1:]
+    with pytest.raises(InputError, match="jpeg_quality"):
+        jpeg_quant_tables(0)
+
+
+def test_jpeg_frames_of_a_bt709_video_keep_their_colours(tmp_path: Path) -> None:
+    """JPEG readers decode BT.601: a BT.709 video's YCbCr must be converted, not copied."""
+    from preprocessing.segments import encode_jpeg
+
+    path = tmp_path / "hd.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=0.4",
+            "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+            "-c:v", "libx264", "-crf", "12", str(path))  # fmt: skip
+    raw = decode_frames(path, (90, 160))
+    decoded = np.stack([_decode_jpeg(j) for j in iter_jpeg_frames(path, (90, 160))])
+    pillow = np.stack([_decode_jpeg(encode_jpeg(f, 90)) for f in raw])
+    error = np.abs(decoded.astype(np.int16) - raw).mean()
+    # Copied as BT.601 the saturated test colours were ~9 levels off; converted, the error
+    # is Pillow's (chroma subsampling of sharp colour edges) plus a little.
+    assert error < np.abs(pillow.astype(np.int16) - raw).mean() + 1.0, error
+
+
+def test_jpeg_splitter_cuts_at_the_real_end_markers() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(3)]
+    files = []
+    for k, img in enumerate(images):
+        buf = io.BytesIO()
+        # A comment holding an end marker, and a progressive file (several scans).
+        Image.fromarray(img).save(
+            buf, format="JPEG", quality=80, comment=b"x\xff\xd9\xff\xd8y", progressive=k == 1
+        )
+        files.append(buf.getvalue())
+    stream = b"".join(files)
+    assert jpeg_length(stream) == len(files[0])
+    assert jpeg_length(stream[: len(files[0]) - 1]) is None
+    splitter = JpegSplitter("s")
+    got = []
+    for i in range(0, len(stream), 7):  # pieces that cut markers and segments apart
+        got += splitter.feed(stream[i : i + 7])
+    assert got == files and splitter.pending == 0
+    assert all(_decode_jpeg(g).shape == (20, 28, 3) for g in got)
+    with pytest.raises(InputError, match="s: ffmpeg wrote a damaged JPEG stream"):
+        JpegSplitter("s").feed(b"\x00\x01" + files[0])
+
+
+@pytest.mark.shared
+def test_audio_reuses_the_probe(shared_data: Path, tmp_path: Path) -> None:
+    path = shared_data / "media" / "realshort.mp4"
+    info = probe(path)
+    assert np.array_equal(decode_audio(path, SR, info=info), decode_audio(path, SR))
+    other = tmp_path / "other.mp4"
+    other.write_bytes(path.read_bytes())
+    with pytest.raises(InputError, match="MediaInfo of"):
+        decode_audio(other, SR, info=info)
 
 
 # --------------------------------------------------------------------------- made here

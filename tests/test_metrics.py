@@ -248,6 +248,26 @@ def test_auc_shuffled_matches_transcription_when_all_others_are_used():
     assert M.auc_shuffled(pred, fix, other, n_splits=7) == pytest.approx(expected, abs=1e-12)
 
 
+def test_auc_shuffled_on_8bit_values_that_hit_the_thresholds_exactly():
+    # uint8 maps normalise to k/255; 51, 102, 153 and 204 give exactly MATLAB's 0.2, 0.4,
+    # 0.6 and 0.8 (= 2*0.1 ...): ">=" must count them at their threshold, as MATLAB does.
+    rng = np.random.default_rng(23)
+    pred = rng.choice(np.array([0, 51, 102, 153, 204, 255, 50, 52], np.uint8), size=(16, 16))
+    fix = rng.random((16, 16)) < 0.3
+    other = np.zeros((16, 16), bool)
+    other.ravel()[rng.choice(256, 30, replace=False)] = True
+    S = normalized(pred).ravel()
+    Sth, oth = S[fix.ravel()], S[other.ravel()]
+    assert oth.size <= Sth.size and np.isin(S, np.arange(11) * 0.1).any()
+    expected = split_auc_transcribed(Sth, np.tile(oth[:, None], (1, 2)))
+    assert M.auc_shuffled(pred, fix, other, n_splits=5) == pytest.approx(expected, abs=1e-12)
+    # The prediction's dtype does not matter (it is read as float64 without a copy).
+    for dtype in (np.float32, np.float64, np.int64):
+        assert M.auc_shuffled(pred.astype(dtype), fix, other, n_splits=5) == pytest.approx(
+            expected, abs=1e-12
+        )
+
+
 def test_auc_borji_and_shuffled_agree_with_transcription_in_distribution():
     pred, _, fix = random_case(8, (30, 40), n_fix=40)
     S = normalized(pred).ravel()
@@ -265,6 +285,29 @@ def test_auc_borji_and_shuffled_agree_with_transcription_in_distribution():
 
 # ---------------------------------------------------------------------------------------
 # Invariants
+
+
+def test_cc_and_nss_match_extended_precision_sums():
+    # CC / NSS come from sums over the normalised map; check them against the textbook
+    # formulas in 80-bit long double, on maps with a large offset (cancellation bait).
+    rng = np.random.default_rng(25)
+    pred, gt, fix = random_case(26, (90, 160), n_fix=40)
+    pred32 = (pred * 1000 + 5e4).astype(np.float32)
+    gt8 = np.round(gt * 255 * (gt > 0.2)).astype(np.uint8)
+    gtf = gt + 7.0 + rng.random(gt.shape) * 1e-3
+    ld = np.longdouble
+
+    def cc_ld(p, g):
+        a, b = p.astype(ld).ravel(), g.astype(ld).ravel()
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+    a = pred32.astype(ld).ravel()
+    z = (a - a.mean()) / np.sqrt(((a - a.mean()) ** 2).sum() / (a.size - 1))
+    assert M.nss(pred32, fix) == pytest.approx(float(z[fix.ravel()].mean()), abs=1e-13)
+    for g in (gt8, gtf):
+        assert M.cc(pred32, g) == pytest.approx(cc_ld(pred32, g), abs=1e-13)
+        assert M.cc(g, pred32) == pytest.approx(cc_ld(pred32, g), abs=1e-13)
 
 
 def test_invariants_on_generated_maps():
@@ -321,6 +364,25 @@ def test_batched_equals_single_map_functions_and_is_chunk_invariant():
         np.testing.assert_array_equal(chunked[name], full[name])
         np.testing.assert_array_equal(tail[name], full[name][2:])
     assert "auc_shuffled" not in M.all_metrics(preds, gts, fixs)
+
+
+def test_batched_auc_judd_equals_single_map_on_ties_and_dtypes_agree():
+    # 8-bit predictions: heavy ties, so the jitter decides; the batch shares one pixel
+    # selection between AUC-Judd and AUC-Borji and must still jitter the same pixels.
+    rng = np.random.default_rng(24)
+    preds = rng.integers(0, 256, size=(4, 30, 40)).astype(np.uint8)
+    gts = rng.integers(0, 256, size=(4, 30, 40)).astype(np.uint8) * (rng.random((4, 30, 40)) < 0.4)
+    fixs = rng.random((4, 30, 40)) < 0.05
+    other = rng.random((30, 40)) < 0.2
+    for i in range(4):
+        batch = M.all_metrics(preds[i : i + 1], gts[i : i + 1], fixs[i : i + 1], other, seed=i)
+        assert batch["auc_judd"][0] == M.auc_judd(preds[i], fixs[i], seed=i)
+    # float32 (as networks write maps), float64 and uint8 inputs score alike.
+    full = M.all_metrics(preds, gts, fixs, other, seed=5)
+    for dtype in (np.float32, np.float64):
+        alt = M.all_metrics(preds.astype(dtype), gts.astype(dtype), fixs, other, seed=5)
+        for name in M.METRIC_NAMES:
+            np.testing.assert_allclose(alt[name], full[name], rtol=0, atol=1e-13, err_msg=name)
 
 
 def test_torch_tensors_are_accepted():

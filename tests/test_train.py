@@ -141,7 +141,9 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*learning_rate"):
         TrainConfig.load(bad)
-    with pytest.raises(ConfigError, match="network.model.width"):
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig.from_dict({"batch_size": 1})
+    with pytest.raises(ConfigError, match=r"network\.model\.width"):
         TrainConfig.from_dict({"network": {"model": {"width": 0}}})
     cfg = TrainConfig().with_overrides(**{"network.model.heads": 2, "epochs": 5})
     width = preset("tiny").model.width
@@ -201,7 +203,7 @@ def test_export_round_trip_and_config_mismatch(tmp_path: Path) -> None:
     # A file that needs pickled code is refused, not executed.
     evil = tmp_path / "evil.pt"
     torch.save({"config": "{}", "state_dict": {}, "obj": Path("x")}, evil)
-    with pytest.raises(WeightsError, match="evil.pt"):
+    with pytest.raises(WeightsError, match=r"evil\.pt"):
         load_model(evil)
     # Weights that do not fit their own config.
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
@@ -220,7 +222,8 @@ def test_stage1_weights_land_in_stage2(tmp_path: Path) -> None:
     v_state, av_state = v_model.state_dict(), av_model.state_dict()
     assert report.loaded == len(v_state) and report.meta["mlflow_run_id"] == "p"
     assert all(torch.equal(av_state[k], v) for k, v in v_state.items())
-    assert report.new and all(k.split(".")[0] in ("audio", "audio_proj", "fusion") for k in report.new)
+    assert report.new
+    assert all(k.split(".")[0] in ("audio", "audio_proj", "fusion") for k in report.new)
     assert set(report.new) == set(av_state) - set(v_state)
     # Another visual width: a clear error naming the config field.
     other = build_model(small_network(use_audio=True, **{"model.width": 16, "model.heads": 2}))
@@ -248,7 +251,7 @@ def test_decode_flip_and_fixation_maps(shards: Path) -> None:
     # Fixation points (native 64×96) land on the model-resolution pixel that holds them.
     pts = np.array(table["fixations"][0].as_py(), np.float32).reshape(-1, 2)
     ys, xs = np.nonzero(plain["fixmap"][0])
-    assert sorted(zip(xs, ys)) == sorted({(int(x // 2), int(y // 2)) for x, y in pts})
+    assert sorted(zip(xs, ys, strict=True)) == sorted({(int(x // 2), int(y // 2)) for x, y in pts})
     # The fixated pixel is where the target peaks (the map was made around the point).
     peak = np.unravel_index(np.argmax(plain["target"][0]), (32, 48))
     assert abs(peak[0] - pts[0, 1] / 2) <= 1.5 and abs(peak[1] - pts[0, 0] / 2) <= 1.5
@@ -260,7 +263,7 @@ def test_shards_of_another_config_are_refused(shards: Path) -> None:
     check_shards(files, small_network())
     with pytest.raises(InputError, match=r"height 32 \(config wants 64\)"):
         check_shards(files, preset("tiny"))
-    with pytest.raises(InputError, match="split 'test'.*train, val"):
+    with pytest.raises(InputError, match=r"split 'test'.*train, val"):
         split_files(shards, "test")
 
 
@@ -296,6 +299,7 @@ def test_local_run_checkpoints_exports_and_tracks(stage1) -> None:
     loaded = load_model(result.model_path, config=cfg.network)
     best = torch.load(result.best_checkpoint / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in best.items())
+    assert load_model(result.best_checkpoint).config == cfg.network  # a checkpoint loads too
     # MLflow, read back.
     client = MlflowClient(tracking_uri=result.tracking_uri)
     run = client.get_run(result.mlflow_run_id)
@@ -313,7 +317,11 @@ def test_local_run_checkpoints_exports_and_tracks(stage1) -> None:
         [h["val_loss"] for h in result.history]
     )
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
-    files = {a.path for folder in ("val_grid", "model", "config") for a in client.list_artifacts(result.mlflow_run_id, folder)}
+    files = {
+        a.path
+        for folder in ("val_grid", "model", "config")
+        for a in client.list_artifacts(result.mlflow_run_id, folder)
+    }
     assert {"val_grid/epoch_0000.png", "val_grid/epoch_0001.png", "model/model.pt"} <= files
     assert "config/train_config.json" in files
 
@@ -328,11 +336,13 @@ def test_rerun_resumes_and_refuses_another_network(stage1) -> None:
     assert [h["epoch"] for h in again.history] == [0, 1, 2]
     assert again.history[:2] == first.history  # the first two epochs were not redone
     assert again.history[-1]["global_step"] == 3
-    steps = [m.step for m in MlflowClient(again.tracking_uri).get_metric_history(again.mlflow_run_id, "train_loss")]
+    client = MlflowClient(again.tracking_uri)
+    steps = [m.step for m in client.get_metric_history(again.mlflow_run_id, "train_loss")]
     assert sorted(steps) == [0, 1, 2]
     # num_to_keep=2 best plus the latest survive.
     assert len(checkpoint_dirs(again.run_dir)) <= 3
-    other = cfg.model_copy(update={"network": small_network(**{"model.width": 16, "model.heads": 2})})
+    narrow = small_network(**{"model.width": 16, "model.heads": 2})
+    other = cfg.model_copy(update={"network": narrow})
     width = cfg.network.model.width
     with pytest.raises(ConfigError, match=rf"stage1.*model\.width: stored {width}, given 16"):
         train(other)
@@ -361,7 +371,9 @@ def test_stage2_starts_from_stage1(stage1, shards: Path, mlflow_uri: str) -> Non
 
 
 @pytest.mark.slow
-def test_two_workers_survive_a_crash(ray_session, shards: Path, mlflow_uri: str, tmp_path: Path) -> None:
+def test_two_workers_survive_a_crash(
+    ray_session, shards: Path, mlflow_uri: str, tmp_path: Path
+) -> None:
     """Rank 1 dies (os._exit) at epoch 1, step 0 on the first attempt; Ray restarts the
     worker group from epoch 0's checkpoint and the run finishes with epochs 0, 1 once each."""
     from mlflow.tracking import MlflowClient
@@ -383,6 +395,7 @@ def test_two_workers_survive_a_crash(ray_session, shards: Path, mlflow_uri: str,
     # Two workers × batch 2 × 1 step per epoch, summed over the DDP group.
     assert [h["train_windows"] for h in result.history] == [4, 4]
     assert result.history[-1]["global_step"] == 2
-    assert result.history[-1]["val_windows"] == 2  # one batch of 2 per worker
-    history = MlflowClient(result.tracking_uri).get_metric_history(result.mlflow_run_id, "val_loss")
+    assert result.history[-1]["val_windows"] == 4  # one batch of 2 per worker, summed
+    client = MlflowClient(result.tracking_uri)
+    history = client.get_metric_history(result.mlflow_run_id, "val_loss")
     assert sorted(m.step for m in history) == [0, 1]

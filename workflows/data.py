@@ -162,7 +162,7 @@ def flip_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def decode_rows(rows: list[dict[str, Any]], size: tuple[int, int]) -> list[dict[str, np.ndarray]]:
-    """Stored rows → ``{frames, audio, target, fixmap}`` each (``decode_segment`` does the JPEGs)."""
+    """Stored rows → ``{frames, audio, target, fixmap}`` each (via ``decode_segment``)."""
     from preprocessing.segments import decode_segment
 
     out = []
@@ -192,7 +192,7 @@ def decode_batch(
     decoded = decode_rows(rows, size)
     if flip_prob > 0:
         flips = np.random.default_rng().random(n) < flip_prob
-        decoded = [flip_row(r) if f else r for r, f in zip(decoded, flips)]
+        decoded = [flip_row(r) if f else r for r, f in zip(decoded, flips, strict=True)]
     return {k: np.stack([r[k] for r in decoded]) for k in BATCH_COLUMNS}
 
 

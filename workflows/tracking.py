@@ -15,6 +15,7 @@ for many concurrent jobs run ``mlflow server`` and point ``--mlflow-uri`` at it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -151,7 +152,7 @@ def saliency_grid(frames: np.ndarray, target: np.ndarray, pred: np.ndarray) -> n
 
     rows = [
         np.concatenate([np.asarray(f, np.uint8), grey(t), grey(p)], axis=1)
-        for f, t, p in zip(frames, target, pred)
+        for f, t, p in zip(frames, target, pred, strict=True)
     ]
     return np.concatenate(rows, axis=0)
 
@@ -211,10 +212,8 @@ class EpochLogger:
 
     def close(self) -> None:
         if self._monitor is not None:
-            try:
+            with contextlib.suppress(Exception):  # never fail a run over its monitor
                 self._monitor.finish()
-            except Exception:
-                pass
             self._monitor = None
 
 

@@ -104,7 +104,12 @@ class TrainConfig(BaseModel):
     shuffle_buffer: int = Field(16, ge=0, description="local shuffle buffer, rows")
     # optimisation
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(4, ge=1, description="per worker")
+    batch_size: int = Field(
+        4,
+        ge=2,
+        description="per worker; >= 2 because BatchNorm after global pooling (MRG gate) "
+        "cannot normalise a batch of one in training",
+    )
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     clip_grad_norm: float | None = Field(1.0, gt=0, description="None: no clipping")
@@ -341,6 +346,41 @@ def _autocast(device: Any) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
+    """AdamW with the run's learning rate and weight decay (paper §IV-B: 1e-4, 1e-5)."""
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_step(
+    model: Any, optimizer: Any, batch: dict[str, Any], cfg: TrainConfig, device: Any
+) -> tuple[float, np.ndarray, int]:
+    """One optimisation step on one batch (the body of :func:`train_loop`'s step loop).
+
+    ``batch``: ``frames`` uint8 ``[B, T, H, W, 3]``, ``audio`` ``[B, S]``, ``target``
+    ``[B, H, W]`` (:mod:`workflows.data`). Forward (bf16 autocast on GPU), the loss of
+    eq. (19) on float32 maps, backward, gradient-norm clipping, optimizer step. Returns the
+    batch's loss, its ``(kl, cc, sim)`` terms as float64 ``[3]``, and ``B``; reading them
+    as Python floats waits for the step to finish on a GPU.
+    """
+    import torch
+
+    from avrsp.losses import saliency_loss
+
+    frames, audio, target = _to_inputs(batch, device, cfg.network.model.use_audio)
+    with _autocast(device):
+        pred = model(frames, audio)
+    loss, terms = saliency_loss(pred.float(), target, cfg.network.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+    optimizer.step()
+    values = np.array([float(terms[k]) for k in ("kl", "cc", "sim")])
+    return float(loss.detach()), values, int(frames.shape[0])
+
+
 def _iterate(shard: Any, cfg: TrainConfig, *, train: bool, epoch: int, rank: int) -> Any:
     kwargs: dict[str, Any] = {"batch_size": cfg.batch_size, "drop_last": train, "device": "cpu"}
     if train and cfg.shuffle_buffer:
@@ -438,6 +478,30 @@ def _load_checkpoint(folder: Path) -> dict[str, Any]:
     return torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
+def _resume_state(ckpt: Any, run_dir: Path) -> dict[str, Any] | None:
+    """The newest training state: Ray's latest registered checkpoint, or a newer complete
+    one in ``run_dir``.
+
+    Why both: a checkpoint reported just before a worker dies is written to storage but
+    may not be registered by the controller yet (seen here: a crash one second after the
+    epoch-0 report restarted the group with no checkpoint, repeating epoch 0). Local mode
+    has no Ray checkpoint at all. Unreadable (partly written) folders are skipped.
+    """
+    state: dict[str, Any] | None = None
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = _load_checkpoint(Path(d))
+    newest = -1 if state is None else int(state["epoch"])
+    for folder in reversed(checkpoint_dirs(run_dir)):
+        if int(folder.name.removeprefix(CHECKPOINT_PREFIX)) <= newest:
+            break
+        try:
+            return _load_checkpoint(folder)
+        except Exception:  # truncated by a crash mid-write: try the one before
+            continue
+    return state
+
+
 def _maybe_crash(cfg: TrainConfig, epoch: int, step: int, rank: int) -> None:
     c = cfg.crash_at
     if c is None or (c.epoch, c.step, c.rank) != (epoch, step, rank) or c.marker.exists():
@@ -452,7 +516,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from avrsp.losses import saliency_loss
     from avrsp.model import build_model
     from workflows.data import SplitSpec, fixed_windows, split_files
     from workflows.export import cpu_state_dict, load_stage1_weights
@@ -470,13 +533,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     # -- model, optimiser, scheduler; resume or stage-1 init --------------------------
     seed_everything(cfg.seed)  # the same initial weights on every worker
     model = build_model(cfg.network)
-    resume: dict[str, Any] | None = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume = _load_checkpoint(Path(d))
-    elif local_mode and checkpoint_dirs(run_dir):
-        resume = _load_checkpoint(checkpoint_dirs(run_dir)[-1])
+    resume = _resume_state(ray.train.get_checkpoint(), run_dir)
     if resume is not None:
         model.load_state_dict(resume["model"])
     elif cfg.init_from is not None:
@@ -489,7 +546,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
         ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=ids)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
     )
@@ -526,7 +583,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 split_files(cfg.data, val_split), cfg.grid_windows, cfg.network, spec
             )
 
-    uses_audio = cfg.network.model.use_audio
     try:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
@@ -538,18 +594,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 if not _all_have(batch is not None, device):
                     break
                 _maybe_crash(cfg, epoch, step, rank)
-                frames, audio, target = _to_inputs(batch, device, uses_audio)
-                with _autocast(device):
-                    pred = model(frames, audio)
-                loss, terms = saliency_loss(pred.float(), target, cfg.network.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-                optimizer.step()
-                b = frames.shape[0]
-                loss_sum += float(loss.detach()) * b
-                terms_sum += np.array([float(terms[k]) for k in ("kl", "cc", "sim")]) * b
+                loss, terms, b = train_step(model, optimizer, batch, cfg, device)
+                loss_sum += loss * b
+                terms_sum += terms * b
                 seen += b
                 step += 1
                 global_step += 1
@@ -605,7 +652,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                         )
             else:
                 ray.train.report(metrics, checkpoint_dir_name=name)
-            if logger is not None:  # after the checkpoint exists: a crash cannot repeat it
+            # After the checkpoint exists, so a crash cannot make an epoch appear twice.
+            if logger is not None and epoch not in logger.logged_steps("val_loss"):
                 logger.log_metrics(metrics, step=epoch)
                 if grid is not None:
                     logger.log_grid(grid, epoch)
@@ -659,8 +707,12 @@ def _parent_meta(cfg: TrainConfig) -> dict[str, Any]:
     return {**report.meta, "path": str(report.path)}
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Run (or resume) a training job; returns where its model, checkpoints and run are."""
+def train(config: TrainConfig, *, callbacks: list[Any] | None = None) -> TrainResult:
+    """Run (or resume) a training job; returns where its model, checkpoints and run are.
+
+    ``callbacks``: Ray Train callbacks for the trainer's ``RunConfig`` (e.g. Tune's
+    ``TuneReportCallback()`` when a Tune trial drives this run).
+    """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -723,6 +775,7 @@ def train(config: TrainConfig) -> TrainResult:
             checkpoint_score_order="min",
         ),
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        callbacks=callbacks or None,
     )
     trainer = TorchTrainer(
         train_loop,

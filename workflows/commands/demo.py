@@ -7,16 +7,23 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="run the end-to-end demo on the embedded defaults")
-    parser.add_argument(
-        "--video", type=Path, default=None, help="a video with audio (default: a bundled clip)"
+    from workflows import demo
+
+    parser = sub.add_parser(
+        "demo",
+        help="synthetic data → Ray Data shards → train V and AV (tiny) → per-condition table",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    parser.add_argument("--clips", type=int, default=demo.DEMO_CLIPS, help="synthetic clips")
+    parser.add_argument("--epochs", type=int, default=demo.DEMO_EPOCHS, help="epochs per model")
+    parser.add_argument(
+        "--steps", type=int, default=demo.DEMO_STEPS_PER_EPOCH, help="steps per epoch"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from workflows.demo import run_demo
 
-    run_demo(video=args.video, out=args.out)
+    run_demo(args.out, clips=args.clips, epochs=args.epochs, steps=args.steps)
     return 0

@@ -1,0 +1,294 @@
+"""Training steps/s with Ray Data ingest vs the same batches already in memory (DESIGN §11).
+
+In one run, on the same model and optimizer settings (:class:`workflows.train.TrainConfig`,
+a fresh model from the same seed for every phase), for each of ``--rounds`` rounds:
+
+1. *ingest*: the training workflow's own path — the ``train`` dataset that
+   :func:`workflows.train.train` builds (:func:`workflows.data.segment_dataset`: Parquet
+   segment shards read by Ray Data, JPEG/PNG decode + random flip in ``map_batches``,
+   randomised block order), handed to the loop by a Ray Train ``TorchTrainer``
+   (``--num-workers 0``: local mode, the loop in this process, which is what training runs
+   by default; ``--num-workers 1``: one Train worker, as on a GPU node) and iterated with
+   the loop's :func:`workflows.train._iterate` (local shuffle buffer, ``iter_torch_batches``);
+   every batch goes through :func:`workflows.train.train_step`. ``--warmup`` steps, then
+   ``--steps`` timed steps; then the iterator is closed, which stops Ray Data's executor.
+   When the split runs out the next epoch starts, as in training (counted in the output).
+2. *memory*: the very batches of phase 1 (torch tensors, kept as the ingest yielded them),
+   replayed in the same order through ``train_step`` with a fresh model: the same warm-up,
+   then the same timed steps.
+
+Prints steps/s of both and their ratio (goal ≥ 0.9), the time the loop waited for the
+ingest (inside ``next()``), and the load average (other jobs on the machine skew both
+sides; compare the two sides of one round). Shards: ``--data DIR`` (the output of
+``avrsp preprocess``), or made here with ``avrsp synth`` + ``avrsp preprocess``'s functions
+into ``--work DIR`` (a temporary folder by default).
+
+    python benchmarks/ingest.py                       # tiny preset, CPU, local mode
+    python benchmarks/ingest.py --data /tmp/ingest-bench/out --rounds 3
+    python benchmarks/ingest.py --preset paper --device cuda --batch-size 8 --num-workers 1 \\
+        --videos 48 --seconds 20 --steps 100           # on a GPU node (docs/PERFORMANCE.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def make_shards(work: Path, preset_name: str, videos: int, seconds: float) -> Path:
+    """Synthetic clips (:func:`preprocessing.synthetic.write_dataset`) → segment shards
+    (:func:`preprocessing.pipeline.preprocess`, Ray Data) under ``work``; returns the
+    preprocess output folder. Reuses ``work/shards-<preset>`` when it is complete."""
+    from avrsp.config import preset
+    from preprocessing.pipeline import preprocess
+    from preprocessing.synthetic import SynthSettings, write_dataset
+
+    synth = work / f"synth-{videos}x{seconds:g}s"
+    out = work / f"shards-{preset_name}-{videos}x{seconds:g}s"
+    if (out / "manifest.json").is_file():
+        return out
+    if not (synth / "synthetic.json").is_file():
+        started = time.perf_counter()
+        write_dataset(synth, SynthSettings(videos=videos, seconds=seconds))
+        print(f"synthetic clips: {videos} × {seconds:g} s in {time.perf_counter() - started:.0f} s")
+    preprocess(f"synthetic:{synth}", out, config=preset(preset_name), log=print)
+    return out
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", "") == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fresh(cfg: Any, device: Any) -> tuple[Any, Any]:
+    """The model (seeded, train mode) and optimizer every phase starts from."""
+    from avrsp.model import build_model
+    from workflows.train import make_optimizer, seed_everything
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.network).to(device)
+    model.train()
+    return model, make_optimizer(model, cfg)
+
+
+def _epochs(shard: Any, cfg: Any, first_epoch: int, counter: list[int]) -> Any:
+    """Training batches epoch after epoch, each epoch iterated as the training loop does;
+    ``counter[0]`` counts the epochs begun. Closing this generator closes the open epoch's
+    iterator (and so stops Ray Data's executor)."""
+    from workflows.train import _iterate
+
+    epoch = first_epoch
+    while True:
+        counter[0] += 1
+        batches = _iterate(shard, cfg, train=True, epoch=epoch, rank=0)
+        try:
+            yield from batches
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        epoch += 1
+
+
+def bench_loop(loop_config: dict[str, Any]) -> None:
+    """The measurement, run by Ray Train (in this process, or in the one worker)."""
+    import ray.train
+    import torch
+
+    from workflows.train import TrainConfig, train_step
+
+    cfg = TrainConfig.model_validate(loop_config["config"])
+    warmup, steps, rounds = loop_config["warmup"], loop_config["steps"], loop_config["rounds"]
+    if loop_config["device"] == "cuda":
+        device = torch.device("cuda") if loop_config["local"] else ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    shard = ray.train.get_dataset_shard("train")
+    results = []
+    for r in range(rounds):
+        # (a) ingest: Ray Data → the loop, batch by batch.
+        model, optimizer = _fresh(cfg, device)
+        epochs = [0]
+        batches = _epochs(shard, cfg, first_epoch=r * 1000, counter=epochs)
+        kept: list[dict[str, Any]] = []
+        wait = 0.0
+        load_before = os.getloadavg()
+        first_started = time.perf_counter()
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(device)
+                started, wait, epochs_at_start = time.perf_counter(), 0.0, epochs[0]
+            asked = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - asked
+            kept.append(batch)
+            train_step(model, optimizer, batch, cfg, device)
+        _sync(device)
+        ingest_s = time.perf_counter() - started
+        warmup_ingest_s = started - first_started
+        batches.close()
+        ingest_wait = wait
+        load_mid = os.getloadavg()
+
+        # (b) memory: the same batches, the same order, a fresh model.
+        model, optimizer = _fresh(cfg, device)
+        for i, batch in enumerate(kept):
+            if i == warmup:
+                _sync(device)
+                started = time.perf_counter()
+            train_step(model, optimizer, batch, cfg, device)
+        _sync(device)
+        memory_s = time.perf_counter() - started
+        load_after = os.getloadavg()
+        row = {
+            "round": r,
+            "ingest_steps_per_s": steps / ingest_s,
+            "memory_steps_per_s": steps / memory_s,
+            "ratio": memory_s / ingest_s,
+            "ingest_s": ingest_s,
+            "memory_s": memory_s,
+            "ingest_wait_s": ingest_wait,
+            "ingest_warmup_s": warmup_ingest_s,
+            "epochs_begun_while_timed": epochs[0] - epochs_at_start,
+            "load_1min": [load_before[0], load_mid[0], load_after[0]],
+        }
+        results.append(row)
+        print(
+            f"round {r}: ingest {row['ingest_steps_per_s']:.2f} steps/s "
+            f"(waited {ingest_wait:.2f} of {ingest_s:.2f} s), memory "
+            f"{row['memory_steps_per_s']:.2f} steps/s, ratio {row['ratio']:.3f}; "
+            f"load {load_before[0]:.1f} → {load_mid[0]:.1f} → {load_after[0]:.1f}",
+            flush=True,
+        )
+        del kept
+    if loop_config.get("stats"):
+        print(shard.stats())
+    info = {"torch_threads": torch.get_num_threads(), "rounds": results}
+    Path(loop_config["out"]).write_text(json.dumps(info))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="existing preprocess output (else made here)")
+    parser.add_argument("--work", type=Path, help="where to make shards (default: a temp dir)")
+    parser.add_argument("--preset", default="tiny", choices=("tiny", "paper"))
+    parser.add_argument("--videos", type=int, default=24, help="synthetic clips to make")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each clip")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per phase")
+    parser.add_argument("--rounds", type=int, default=2, help="ingest/memory pairs")
+    parser.add_argument("--num-workers", type=int, default=0, choices=(0, 1))
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--use-audio", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--stats", action="store_true", help="print Ray Data's stats at the end")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    args = parser.parse_args()
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    import ray.train
+    import torch
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from workflows.data import check_shards, segment_dataset
+    from workflows.train import TrainConfig, _dataset_files, _init_ray
+
+    with tempfile.TemporaryDirectory(prefix="avrsp-ingest-") as tmp:
+        data = args.data or make_shards(args.work or Path(tmp), args.preset, args.videos,
+                                        args.seconds)  # fmt: skip
+        cfg = TrainConfig(
+            preset=args.preset,
+            network={"model": {"use_audio": args.use_audio}},
+            data=data.resolve(),
+            batch_size=args.batch_size,
+            use_gpu=args.device == "cuda",
+            num_workers=args.num_workers,
+            cpus_per_worker=args.cpus_per_worker,
+            system_metrics=False,
+            val_split="test",  # only to satisfy _dataset_files; validation is not timed
+        )
+        train_files, _, train_spec, _ = _dataset_files(cfg)
+        check_shards(train_files, cfg.network)
+        _init_ray(None)
+        # The dataset exactly as workflows.train.train builds it.
+        ds = segment_dataset(
+            train_files, cfg.network, spec=train_spec, flip_prob=cfg.flip_prob, shuffle=True
+        )
+        local = args.num_workers == 0
+        out = Path(tmp) / "result.json"
+        trainer = TorchTrainer(
+            bench_loop,
+            train_loop_config={
+                "config": cfg.to_dict(),
+                "warmup": args.warmup,
+                "steps": args.steps,
+                "rounds": args.rounds,
+                "device": args.device,
+                "local": local,
+                "stats": args.stats,
+                "out": str(out),
+            },
+            torch_config=TorchConfig(backend="nccl" if args.device == "cuda" else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=args.num_workers,
+                use_gpu=args.device == "cuda" and not local,
+                resources_per_worker=None if local else {"CPU": args.cpus_per_worker},
+            ),
+            run_config=ray.train.RunConfig(name="ingest-bench", storage_path=str(Path(tmp))),
+            datasets={"train": ds},
+        )
+        print(
+            f"{args.preset} preset (T={cfg.network.input.frames}, "
+            f"{cfg.network.input.height}×{cfg.network.input.width}, audio "
+            f"{'on' if args.use_audio else 'off'}), batch {args.batch_size}, "
+            f"{args.warmup} warm-up + {args.steps} timed steps × {args.rounds} rounds, "
+            f"device {args.device}, "
+            f"{'local mode (in-process)' if local else f'{args.num_workers} Train worker'}; "
+            f"{len(train_files)} train shard files; Ray CPUs "
+            f"{ray.cluster_resources().get('CPU')}",
+            flush=True,
+        )
+        trainer.fit()
+        info = json.loads(out.read_text())
+    rounds = info["rounds"]
+    ingest = sum(args.steps for _ in rounds) / sum(r["ingest_s"] for r in rounds)
+    memory = sum(args.steps for _ in rounds) / sum(r["memory_s"] for r in rounds)
+    summary = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        + (torch.cuda.get_device_name() if args.device == "cuda" else "no GPU used"),
+        "torch_threads_in_loop": info["torch_threads"],
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "num_workers": args.num_workers,
+        "ingest_steps_per_s": ingest,
+        "memory_steps_per_s": memory,
+        "ratio": ingest / memory,
+        "ratio_per_round": [r["ratio"] for r in rounds],
+        "min_ratio": float(np.min([r["ratio"] for r in rounds])),
+        "rounds": rounds,
+    }
+    print(
+        f"\nall rounds: ingest {ingest:.2f} steps/s, memory {memory:.2f} steps/s, "
+        f"ratio {ingest / memory:.3f} (goal ≥ 0.9); per round "
+        + ", ".join(f"{r['ratio']:.3f}" for r in rounds)
+    )
+    print(json.dumps(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

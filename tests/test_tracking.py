@@ -1,0 +1,106 @@
+"""MLflow tracking helpers (workflows/tracking.py), read back with ``MlflowClient``.
+
+No Ray here: the store is a SQLite file in a temporary folder (one per module, since
+creating the schema costs a few seconds).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workflows import tracking
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+def test_flatten_gives_dotted_keys() -> None:
+    flat = tracking.flatten(
+        {"lr": 1e-4, "network": {"model": {"width": 32, "rates": (1, 2)}, "x": None}}
+    )
+    assert flat == {
+        "lr": "0.0001",
+        "network.model.width": "32",
+        "network.model.rates": "[1, 2]",
+        "network.x": "null",
+    }
+
+
+def test_default_store_is_sqlite_in_the_project(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_saliency_grid_layout() -> None:
+    frames = np.full((2, 4, 6, 3), 7, np.uint8)
+    target = np.zeros((2, 4, 6))
+    target[:, 1, 2] = 0.5
+    pred = np.ones((2, 4, 6))
+    grid = tracking.saliency_grid(frames, target, pred)
+    assert grid.shape == (8, 18, 3) and grid.dtype == np.uint8
+    assert (grid[:4, :6] == 7).all()  # the frame
+    assert grid[1, 6 + 2, 0] == 255 and grid[:4, 6:12].sum() == 255 * 3  # target peak only
+    assert (grid[:, 12:] == 255).all()  # a constant prediction is all at its maximum
+    png = tracking.png_bytes(grid)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), grid)
+
+
+def test_run_is_created_once_and_resumed(uri: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    params = {"lr": "0.0001", "network.model.width": "32"}
+    tags = {"stage": "1", "dataset": "toy"}
+    run_id, resumed = tracking.start_or_resume_run(
+        uri, tmp_path / "run", run_name="r1", params=params, tags=tags, experiment="t"
+    )
+    assert not resumed
+    again, resumed = tracking.start_or_resume_run(
+        uri, tmp_path / "run", run_name="r1", params=params, tags=tags, experiment="t"
+    )
+    assert resumed and again == run_id
+    other, resumed = tracking.start_or_resume_run(
+        uri, tmp_path / "other", run_name="r2", params=params, tags=tags, experiment="t"
+    )
+    assert not resumed and other != run_id
+
+    logger = tracking.EpochLogger(uri, run_id, system_metrics=False)
+    logger.log_metrics({"val_loss": 2.5, "val_cc": float("nan"), "epoch": 0}, step=0)
+    logger.log_metrics({"val_loss": 2.0, "epoch": 1}, step=1)
+    logger.log_grid(np.zeros((4, 6, 3), np.uint8), epoch=1)
+    logger.close()
+    png = tmp_path / "model.txt"
+    png.write_text("weights")
+    tracking.finish_run(uri, run_id, status="FINISHED", files=[("model", png)], tags={"x": "y"})
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "r1"
+    assert run.data.params == params
+    assert run.data.tags["stage"] == "1" and run.data.tags["x"] == "y"
+    history = client.get_metric_history(run_id, "val_loss")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (0, 2.5),
+        (1, 2.0),
+    ]
+    assert "val_cc" not in run.data.metrics  # NaN is not logged
+    assert logger.logged_steps("val_loss") == {0, 1}
+    paths = {a.path for d in ("val_grid", "model") for a in client.list_artifacts(run_id, d)}
+    assert paths == {"val_grid/epoch_0001.png", "model/model.txt"}
+    # Artifacts of a SQLite store live beside the database, not in the working folder.
+    db_dir = Path(uri.removeprefix("sqlite:///")).parent
+    assert run.info.artifact_uri.startswith((db_dir / "mlartifacts").as_uri())
+
+
+def test_git_commit_is_a_hash_or_unknown(tmp_path: Path) -> None:
+    commit = tracking.git_commit()
+    assert commit == "unknown" or len(commit.removesuffix("-dirty")) == 40
+    assert tracking.git_commit(tmp_path) == "unknown"  # not a checkout
