@@ -100,12 +100,108 @@ def _epochs(shard: Any, cfg: Any, first_epoch: int, counter: list[int]) -> Any:
         epoch += 1
 
 
+class CpuClock:
+    """CPU seconds (user + system) of this process and all its live descendants (the local
+    Ray: workers, raylet, GCS) since the previous ``lap()``: the work each phase costs,
+    hardly changed by other jobs on the machine, unlike wall time."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self._seen: dict[int, float] = {}
+        self.lap()
+
+    def lap(self) -> tuple[float, float]:
+        """(this process, descendants) CPU seconds since the previous call."""
+        import psutil
+
+        t = self._me.cpu_times()
+        own, workers = t.user + t.system - self._seen.get(-1, 0.0), 0.0
+        self._seen[-1] = t.user + t.system
+        for proc in self._me.children(recursive=True):
+            try:
+                c = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total = c.user + c.system
+            workers += total - self._seen.get(proc.pid, 0.0)
+            self._seen[proc.pid] = total
+        return own, workers
+
+
+def _ingest_phase(
+    shard: Any, cfg: Any, device: Any, warmup: int, steps: int, first_epoch: int
+) -> dict[str, Any]:
+    """Phase (a): warm-up + timed steps fed by Ray Data; keeps every batch it got."""
+    from workflows.train import train_step
+
+    model, optimizer = _fresh(cfg, device)
+    epochs = [0]
+    batches = _epochs(shard, cfg, first_epoch=first_epoch, counter=epochs)
+    kept: list[dict[str, Any]] = []
+    clock = CpuClock()
+    wait, epochs_at_start = 0.0, 0
+    first = started = time.perf_counter()
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            started, wait, epochs_at_start = time.perf_counter(), 0.0, epochs[0]
+            clock.lap()
+        asked = time.perf_counter()
+        batch = next(batches)
+        wait += time.perf_counter() - asked
+        kept.append(batch)
+        train_step(model, optimizer, batch, cfg, device)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    cpu = clock.lap()
+    batches.close()
+    # Tasks already running finish after the executor stops: wait until Ray's processes
+    # are quiet (< 5 % of a core over 0.5 s, at most 10 s), so the next phase gets the CPUs.
+    settle = time.perf_counter()
+    while time.perf_counter() - settle < 10:
+        time.sleep(0.5)
+        if clock.lap()[1] < 0.025:
+            break
+    return {
+        "seconds": seconds,
+        "wait_s": wait,
+        "warmup_s": started - first,
+        "epochs_begun": epochs[0] - epochs_at_start,
+        "cpu_s": cpu,
+        "kept": kept,
+    }
+
+
+def _memory_phase(kept: list[dict[str, Any]], cfg: Any, device: Any, warmup: int) -> dict[str, Any]:
+    """Phase (b): the kept batches, in their order, through the same step."""
+    from workflows.train import train_step
+
+    model, optimizer = _fresh(cfg, device)
+    clock = CpuClock()
+    started = time.perf_counter()
+    for i, batch in enumerate(kept):
+        if i == warmup:
+            _sync(device)
+            started = time.perf_counter()
+            clock.lap()
+        train_step(model, optimizer, batch, cfg, device)
+    _sync(device)
+    return {"seconds": time.perf_counter() - started, "cpu_s": clock.lap()}
+
+
 def bench_loop(loop_config: dict[str, Any]) -> None:
-    """The measurement, run by Ray Train (in this process, or in the one worker)."""
+    """The measurement, run by Ray Train (in this process, or in the one worker).
+
+    Round 0 and every even round: ingest, then memory replaying that ingest's batches.
+    Odd rounds: memory first (replaying the previous round's batches), then ingest, so a
+    load that rises or falls during the run does not always favour the same side.
+    """
     import ray.train
     import torch
 
-    from workflows.train import TrainConfig, train_step
+    from workflows.train import TrainConfig
 
     cfg = TrainConfig.model_validate(loop_config["config"])
     warmup, steps, rounds = loop_config["warmup"], loop_config["steps"], loop_config["rounds"]
@@ -115,62 +211,44 @@ def bench_loop(loop_config: dict[str, Any]) -> None:
         device = torch.device("cpu")
     shard = ray.train.get_dataset_shard("train")
     results = []
+    kept: list[dict[str, Any]] = []
     for r in range(rounds):
-        # (a) ingest: Ray Data → the loop, batch by batch.
-        model, optimizer = _fresh(cfg, device)
-        epochs = [0]
-        batches = _epochs(shard, cfg, first_epoch=r * 1000, counter=epochs)
-        kept: list[dict[str, Any]] = []
-        wait = 0.0
-        load_before = os.getloadavg()
-        first_started = time.perf_counter()
-        for i in range(warmup + steps):
-            if i == warmup:
-                _sync(device)
-                started, wait, epochs_at_start = time.perf_counter(), 0.0, epochs[0]
-            asked = time.perf_counter()
-            batch = next(batches)
-            wait += time.perf_counter() - asked
-            kept.append(batch)
-            train_step(model, optimizer, batch, cfg, device)
-        _sync(device)
-        ingest_s = time.perf_counter() - started
-        warmup_ingest_s = started - first_started
-        batches.close()
-        ingest_wait = wait
-        load_mid = os.getloadavg()
-
-        # (b) memory: the same batches, the same order, a fresh model.
-        model, optimizer = _fresh(cfg, device)
-        for i, batch in enumerate(kept):
-            if i == warmup:
-                _sync(device)
-                started = time.perf_counter()
-            train_step(model, optimizer, batch, cfg, device)
-        _sync(device)
-        memory_s = time.perf_counter() - started
-        load_after = os.getloadavg()
+        load = [os.getloadavg()[0]]
+        if r % 2 == 1:
+            mem = _memory_phase(kept, cfg, device, warmup)
+            load.append(os.getloadavg()[0])
+        ing = _ingest_phase(shard, cfg, device, warmup, steps, first_epoch=1000 * r)
+        kept = ing.pop("kept")
+        load.append(os.getloadavg()[0])
+        if r % 2 == 0:
+            mem = _memory_phase(kept, cfg, device, warmup)
+            load.append(os.getloadavg()[0])
         row = {
             "round": r,
-            "ingest_steps_per_s": steps / ingest_s,
-            "memory_steps_per_s": steps / memory_s,
-            "ratio": memory_s / ingest_s,
-            "ingest_s": ingest_s,
-            "memory_s": memory_s,
-            "ingest_wait_s": ingest_wait,
-            "ingest_warmup_s": warmup_ingest_s,
-            "epochs_begun_while_timed": epochs[0] - epochs_at_start,
-            "load_1min": [load_before[0], load_mid[0], load_after[0]],
+            "order": "ingest,memory" if r % 2 == 0 else "memory,ingest",
+            "ingest_steps_per_s": steps / ing["seconds"],
+            "memory_steps_per_s": steps / mem["seconds"],
+            "ratio": mem["seconds"] / ing["seconds"],
+            "ingest_s": ing["seconds"],
+            "memory_s": mem["seconds"],
+            "ingest_wait_s": ing["wait_s"],
+            "ingest_warmup_s": ing["warmup_s"],
+            "epochs_begun_while_timed": ing["epochs_begun"],
+            # CPU seconds per timed step: [loop process, Ray processes]
+            "ingest_cpu_per_step": [c / steps for c in ing["cpu_s"]],
+            "memory_cpu_per_step": [c / steps for c in mem["cpu_s"]],
+            "load_1min": load,
         }
         results.append(row)
         print(
-            f"round {r}: ingest {row['ingest_steps_per_s']:.2f} steps/s "
-            f"(waited {ingest_wait:.2f} of {ingest_s:.2f} s), memory "
-            f"{row['memory_steps_per_s']:.2f} steps/s, ratio {row['ratio']:.3f}; "
-            f"load {load_before[0]:.1f} → {load_mid[0]:.1f} → {load_after[0]:.1f}",
+            f"round {r} ({row['order']}): ingest {row['ingest_steps_per_s']:.3f} steps/s "
+            f"(waited {ing['wait_s']:.2f} of {ing['seconds']:.1f} s), memory "
+            f"{row['memory_steps_per_s']:.3f} steps/s, ratio {row['ratio']:.3f}; CPU s/step "
+            f"ingest {sum(row['ingest_cpu_per_step']):.2f} "
+            f"(Ray {row['ingest_cpu_per_step'][1]:.2f}), memory "
+            f"{sum(row['memory_cpu_per_step']):.2f}; load " + " → ".join(f"{x:.1f}" for x in load),
             flush=True,
         )
-        del kept
     if loop_config.get("stats"):
         print(shard.stats())
     info = {"torch_threads": torch.get_num_threads(), "rounds": results}
@@ -278,12 +356,18 @@ def main() -> None:
         "ratio": ingest / memory,
         "ratio_per_round": [r["ratio"] for r in rounds],
         "min_ratio": float(np.min([r["ratio"] for r in rounds])),
+        # Load-independent: CPU seconds per step summed over rounds, loop + Ray processes.
+        "ingest_cpu_per_step": float(np.mean([sum(r["ingest_cpu_per_step"]) for r in rounds])),
+        "memory_cpu_per_step": float(np.mean([sum(r["memory_cpu_per_step"]) for r in rounds])),
         "rounds": rounds,
     }
     print(
         f"\nall rounds: ingest {ingest:.2f} steps/s, memory {memory:.2f} steps/s, "
         f"ratio {ingest / memory:.3f} (goal ≥ 0.9); per round "
         + ", ".join(f"{r['ratio']:.3f}" for r in rounds)
+        + f"; CPU s/step ingest {summary['ingest_cpu_per_step']:.2f}, memory "
+        f"{summary['memory_cpu_per_step']:.2f} (ratio "
+        f"{summary['memory_cpu_per_step'] / summary['ingest_cpu_per_step']:.3f})"
     )
     print(json.dumps(summary))
     if args.json:

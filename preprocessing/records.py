@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -386,8 +387,12 @@ def read_gaze_csv(
     return np.asarray(frames, dtype=np.int64), np.asarray(xy, dtype=np.float32).reshape(-1, 2)
 
 
+@functools.lru_cache(maxsize=4096)
 def video_key(name: str) -> str:
-    """A gaze table's ``video`` value as a clip name: ``clip.mp4`` and ``clip`` both → ``clip``."""
+    """A gaze table's ``video`` value as a clip name: ``clip.mp4`` and ``clip`` both → ``clip``.
+
+    Cached: a gaze table repeats one name on every row.
+    """
     name = name.strip()
     path = Path(name)
     return path.stem if path.suffix.lower() in VIDEO_SUFFIXES else name

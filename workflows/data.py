@@ -244,7 +244,12 @@ def segment_dataset(
         fn_kwargs={"size": size, "flip_prob": flip_prob},
         batch_size=decode_batch_size,
         batch_format="numpy",
-        num_cpus=0.5,
+        # One whole CPU per decode task: with 0.5, twice as many worker processes run as
+        # there are CPUs, and Ray ends idle workers beyond that count after a second, so
+        # every epoch started new ones (each re-importing Ray Data and this project).
+        # Measured (benchmarks/ingest.py, docs/PERFORMANCE.md): ~35 % less CPU in Ray's
+        # processes per batch on the 2-core machine, and no new workers after epoch 0.
+        num_cpus=1,
     )
 
 

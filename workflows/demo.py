@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 DEMO_CLIPS = 32
-DEMO_EPOCHS = 4
-DEMO_STEPS_PER_EPOCH = 60
+DEMO_EPOCHS = 3
+DEMO_STEPS_PER_EPOCH = 50
 DEMO_BATCH = 8
 DEMO_LR = 3e-4
 CONDITIONS = ("relevant", "irrelevant", "silent")
@@ -86,6 +86,7 @@ def run_demo(
     out: Path = Path("runs/demo"),
     *,
     clips: int = DEMO_CLIPS,
+    seconds: float = 5.0,
     epochs: int = DEMO_EPOCHS,
     steps: int = DEMO_STEPS_PER_EPOCH,
 ) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def run_demo(
         _say(f"synthetic dataset: found at {synth}")
     else:
         _say(f"1/5 writing the synthetic dataset ({clips} clips) to {synth}")
-        write_dataset(synth, SynthSettings(videos=clips, seed=0))
+        write_dataset(synth, SynthSettings(videos=clips, seed=0, seconds=seconds))
     manifest = read_manifest(synth)
     conditions = {c["clip"]: c["condition"] for c in manifest["clips"]}
 
