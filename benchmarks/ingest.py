@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -209,6 +210,8 @@ def bench_loop(loop_config: dict[str, Any]) -> None:
         device = torch.device("cuda") if loop_config["local"] else ray.train.torch.get_device()
     else:
         device = torch.device("cpu")
+        # As train_loop does on CPU: intra-op threads = CPUs reserved for the worker.
+        torch.set_num_threads(max(1, math.floor(cfg.cpus_per_worker)))
     shard = ray.train.get_dataset_shard("train")
     results = []
     kept: list[dict[str, Any]] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -146,17 +145,7 @@ def test_command_parses_and_passes_options(tmp_path: Path, monkeypatch) -> None:
     assert seen["source_options"]["screen"] == (1280, 960)
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * MiB)
-    yield ray
-    ray.shutdown()
-
-
-def test_ray_job_end_to_end(ray_local, tmp_path: Path) -> None:
+def test_ray_job_end_to_end(ray_session, tmp_path: Path) -> None:
     root = build_clips(tmp_path / "clips", ["a", "b"])
     (root / "videos" / "broken.mp4").write_bytes(b"\x00" * 1000)
     write_gaze_csv(
@@ -168,6 +157,6 @@ def test_ray_job_end_to_end(ray_local, tmp_path: Path) -> None:
     )
     assert (report.ok, report.failed, report.windows) == (2, 1, 10)
     assert report.failures[0]["video"] == "broken"
-    ds = ray_local.data.read_parquet(str(out / "shards"))
+    ds = ray_session.data.read_parquet(str(out / "shards"))
     assert ds.count() == 10
     assert sorted({r["video"] for r in ds.select_columns(["video"]).take_all()}) == ["a", "b"]
