@@ -1,6 +1,6 @@
 """Forward+backward time per sample of a preset on this machine (CPU unless --device).
 
-    .venv/bin/python benchmarks/model_speed.py --preset tiny --batch 1 8
+    .venv/bin/python benchmarks/model_speed.py --preset tiny --batch 2 8 [--threads 1]
 
 Prints, per batch size, the median of ``--repeats`` timed steps (after one warm-up) of
 ``saliency_loss(model(frames, audio), target).backward()`` in train mode, divided by the
@@ -53,7 +53,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     for use_audio in (False, True):
         for batch in args.batch:
