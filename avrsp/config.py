@@ -181,23 +181,7 @@ class AVRSPConfig(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> AVRSPConfig:
         """Read a JSON or YAML config file; errors name the file and the field."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # yaml and json raise their own types
-            raise ConfigError(f"{path}: not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_file(path), source=str(path))
 
     def with_overrides(self, **dotted: Any) -> AVRSPConfig:
         """A copy with ``section.field=value`` overrides, e.g. ``model.heads=2``."""
@@ -208,6 +192,27 @@ class AVRSPConfig(_Strict):
                 raise ConfigError(f"unknown config key {key!r} (use section.field)")
             data[section][field] = value
         return AVRSPConfig.from_dict(data, source="overrides")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a JSON or YAML (by suffix) config file; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml and json raise their own types
+        raise ConfigError(f"{path}: not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -49,7 +49,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from avrsp.config import AVRSPConfig, format_validation_error, preset
+from avrsp.config import AVRSPConfig, format_validation_error, preset, read_config_file
 from avrsp.errors import AVRSPError, ConfigError, InputError
 
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
@@ -167,18 +167,7 @@ class TrainConfig(BaseModel):
     def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """A YAML/JSON file (configs/stage1.yaml), with top-level ``overrides`` on top."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-        try:
-            import yaml
-
-            data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-        except Exception as exc:
-            raise ConfigError(f"{path}: not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = read_config_file(path)
         # Relative paths in a config file are relative to the file.
         for key in ("init_from", "data"):
             if data.get(key) and key not in overrides and not Path(data[key]).is_absolute():
