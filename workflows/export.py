@@ -130,12 +130,13 @@ def _config_of(data: dict[str, Any]) -> AVRSPConfig:
     return AVRSPConfig.from_dict(parsed, source=f"{data['path']} (stored config)")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"a.b.c": value}`` (values unchanged)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
+            out.update(flatten_config(v, f"{key}."))
         else:
             out[key] = v
     return out
@@ -145,7 +146,7 @@ def config_differences(
     stored: AVRSPConfig, wanted: AVRSPConfig, ignore: tuple[str, ...] = ()
 ) -> list[str]:
     """``"model.width: stored 32, given 16"`` for every differing field (dotted keys)."""
-    a, b = _flatten(stored.to_dict()), _flatten(wanted.to_dict())
+    a, b = flatten_config(stored.to_dict()), flatten_config(wanted.to_dict())
     return [
         f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}"
         for k in sorted(set(a) | set(b))

@@ -49,16 +49,14 @@ def _artifact_root(uri: str) -> str | None:
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config → ``{"a.b.c": "value"}`` with JSON-ish values (MLflow parameters)."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            out[name] = json.dumps(list(value))
-        else:
-            out[name] = "null" if value is None else str(value)
-    return out
+    from workflows.export import flatten_config
+
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return json.dumps(list(value))
+        return "null" if value is None else str(value)
+
+    return {name: text(value) for name, value in flatten_config(data, prefix).items()}
 
 
 def git_commit(folder: str | Path | None = None) -> str:
