@@ -16,6 +16,7 @@ of the span before the start or after the end of the recording are silence.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,6 +35,14 @@ def window_span(last_frame: int, frames: int, fps: float, sample_rate: int) -> t
     start = math.floor((last_frame - frames + 0.5) / fps * sample_rate + 0.5)
     stop = math.floor((last_frame + 0.5) / fps * sample_rate + 0.5)
     return start, stop
+
+
+@lru_cache(maxsize=16)
+def _hann(span: int) -> np.ndarray:
+    """``np.hanning(span)`` as float32, read-only (a video's windows share a few lengths)."""
+    out = np.hanning(span).astype(np.float32) if span > 1 else np.ones(1, np.float32)
+    out.flags.writeable = False
+    return out
 
 
 def audio_window(
@@ -65,6 +74,6 @@ def audio_window(
     lo, hi = max(start, 0), min(stop, wave.shape[0])
     if hi > lo:
         segment[lo - start : hi - start] = wave[lo:hi]
-    segment *= np.hanning(span).astype(np.float32) if span > 1 else np.ones(1, np.float32)
+    segment *= _hann(span)
     out[buffer_samples - span :] = segment
     return out

@@ -112,6 +112,13 @@ class ModelConfig(_Strict):
         description="S3D BatchNorm momentum; None = 0.001 with pretrained S3D weights "
         "(torchvision's fine-tuning value), 0.1 when trained from scratch",
     )
+    output_bias: float = Field(
+        -4.0,
+        ge=-20.0,
+        le=20.0,
+        description="initial bias of the decoder's last convolution, the logit of the "
+        "background before training (sigmoid(-4) ≈ 0.018: a sparse-map prior, docs/MODEL.md)",
+    )
     s3d_weights: Path | None = Field(None, description="local Kinetics-400 S3D file")
     soundnet_weights: Path | None = Field(None, description="local SoundNet-8 file")
 

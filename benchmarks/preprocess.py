@@ -131,15 +131,34 @@ class CpuClock:
         return used
 
 
-def warm_up_ray_data(cpus: int) -> None:
+def warm_up_ray_data(cpus: int) -> list[int]:
     """A no-op Ray Data job over ``cpus`` blocks: Ray Data imported in the driver and in
-    each worker, as any first Ray Data job of a Ray session does."""
+    each worker, as any first Ray Data job of a Ray session does. Returns the workers' pids.
+
+    Each task waits until every task has started (a file per task in a temporary folder:
+    the local Ray shares this machine; at most 20 s), so the ``cpus`` tasks run on ``cpus``
+    different workers: without it one worker took every quick task and the other paid Ray
+    Data's import (≈ 1 s CPU) inside the measured job. No actor: its process would leave.
+    """
     import ray
 
-    items = [{"i": i} for i in range(cpus)]
-    # A lambda travels by value: the workers need not import this script.
-    ds = ray.data.from_items(items, override_num_blocks=cpus).map(lambda row: row, num_cpus=1)
-    assert len(list(ds.iter_rows())) == cpus
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(tmp)
+
+        def wait_for_all(row: dict) -> dict:
+            Path(folder, str(row["i"])).touch()
+            deadline = time.monotonic() + 20
+            while len(os.listdir(folder)) < cpus and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return {"pid": os.getpid()}
+
+        items = [{"i": i} for i in range(cpus)]
+        # A local function travels by value: the workers need not import this script.
+        ds = ray.data.from_items(items, override_num_blocks=cpus).map(wait_for_all, num_cpus=1)
+        ds.context.op_resource_reservation_enabled = False  # as the job does (pipeline.py)
+        pids = [row["pid"] for row in ds.iter_rows()]
+    assert len(pids) == cpus
+    return pids
 
 
 class MemorySampler(threading.Thread):
@@ -193,7 +212,7 @@ def main() -> None:
     ray.init(num_cpus=args.cpus, include_dashboard=False)
     ray_start = time.perf_counter() - t0
     t0 = time.perf_counter()
-    warm_up_ray_data(args.cpus)
+    warm_pids = warm_up_ray_data(args.cpus)
     data_start = time.perf_counter() - t0
     config = preset(args.preset)
     opts = SegmentOptions.from_config(config, stride=args.stride)
@@ -201,7 +220,8 @@ def main() -> None:
     results = []
     print(f"clip {args.clip}, preset {args.preset} (T={opts.frames}, {size[0]}×{size[1]}, "
           f"stride {opts.stride}), {args.cpus} CPUs; ray.init took {ray_start:.1f} s, "
-          f"Ray Data's first (no-op) job {data_start:.1f} s")  # fmt: skip
+          f"Ray Data's first (no-op) job {data_start:.1f} s "
+          f"on {len(set(warm_pids))} workers")  # fmt: skip
     for count in args.videos:
         with tempfile.TemporaryDirectory() as tmp:
             root, out = Path(tmp) / "clips", Path(tmp) / "out"

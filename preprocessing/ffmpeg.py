@@ -35,7 +35,9 @@ the first video frame:
   first video frame is cut, audio that starts later is preceded by silence.
 - ``iter_jpeg_frames`` gives the same frames as ``iter_frames``, but as JPEG files that
   ffmpeg encodes itself (no raw frame passes through Python; :func:`jpeg_quant_tables`
-  says how the 1–100 quality maps to ffmpeg's encoder).
+  says how the 1–100 quality maps to ffmpeg's encoder). With a :class:`PipedAudio` the
+  same process also decodes the audio, exactly as ``decode_audio`` does, onto a second
+  pipe: one process and one pass over the file per video for the dataset job.
 
 Policies:
 
@@ -57,11 +59,13 @@ Policies:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import shutil
+import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -519,7 +523,7 @@ def iter_frames(
     to reuse. Memory stays at one frame: the pipe is read frame by frame, and the ffmpeg
     process is stopped when the iterator is closed early.
     """
-    src, info, (height, width), stream, expected = _frame_graph(
+    src, info, (height, width), _, stream, expected = _frame_graph(
         path, size, fps, frames_dir_pattern, info
     )
     graph = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
@@ -550,27 +554,47 @@ def iter_jpeg_frames(
     *,
     info: MediaInfo | None = None,
     quality: int = 90,
+    audio: PipedAudio | None = None,
+    threads: int | None = 1,
 ) -> Iterator[bytes]:
     """The frames of :func:`iter_frames` (same arguments, same count), each a JPEG file.
 
     ffmpeg scales and encodes them itself (its ``mjpeg`` encoder, baseline JPEG, 4:2:0
-    chroma, full-range BT.601 YCbCr as JFIF readers expect) and writes them back to back
-    to a pipe, which is cut into files at the JPEG markers (:class:`JpegSplitter`): no raw
-    frame passes through Python. ``quality`` (1–100) selects the quantization tables
-    :func:`jpeg_quant_tables` gives, the ones libjpeg (and Pillow) use at that quality.
-    Decoded, a frame differs from the :func:`iter_frames` frame by about 2 grey levels on
-    average at quality 90 (test_media_ffmpeg.py).
+    chroma, full-range BT.601 YCbCr as JFIF readers expect, the standard Huffman tables of
+    JPEG Annex K) and writes them back to back to a pipe, which is cut into files at the
+    JPEG markers (:class:`JpegSplitter`): no raw frame passes through Python. ``quality``
+    (1–100) selects the quantization tables :func:`jpeg_quant_tables` gives, the ones
+    libjpeg (and Pillow) use at that quality. Decoded, a frame differs from the
+    :func:`iter_frames` frame by about 2 grey levels on average at quality 90
+    (test_media_ffmpeg.py).
+
+    ``audio``: a :class:`PipedAudio` that the same ffmpeg process fills, on a second pipe,
+    with the file's first audio stream exactly as :func:`decode_audio` ``(path,
+    audio.sample_rate, info=info)`` returns it (one process and one pass over the file for
+    both). A video without an audio track gets a command line without the audio output,
+    and ``audio`` ends empty at once. The audio is complete when the iterator has ended
+    (:attr:`PipedAudio.complete`); before that it grows while the frames come.
+
+    ``threads``: ffmpeg's threads for decoding, filtering and encoding. 1 (the default)
+    suits the dataset job, which runs one video per CPU: threads on top of that cost CPU
+    time for nothing (1–15 % here). None: ffmpeg's choice, for one video on an idle machine.
     """
     luma, chroma = jpeg_quant_tables(quality)
-    src, _, _, stream, expected = _frame_graph(path, size, fps, frames_dir_pattern, info)
+    src, info, _, source, stream, expected = _frame_graph(
+        path, size, fps, frames_dir_pattern, info, jfif=True, threads=threads
+    )
     # JFIF readers decode full-range BT.601 YCbCr: convert to it from whatever matrix and
-    # range the video declares (a BT.709 HD video decoded as BT.601 is off in hue).
-    jfif = stream.filter("scale", out_color_matrix="bt601", out_range="pc")
-    graph = jfif.filter("format", "yuvj420p").output(
+    # range the video declares (a BT.709 HD video decoded as BT.601 is off in hue). One
+    # swscale pass with the scaling (see _frame_graph).
+    graph = stream.filter("format", "yuvj420p").output(
         "pipe:",
         format="image2pipe",
         vcodec="mjpeg",
         fps_mode="passthrough",
+        # The standard tables (Annex K.3): one pass per frame; "optimal" tables (ffmpeg's
+        # default) need a second pass over the coefficients for ≈ 3 % smaller files.
+        huffman=_HUFFMAN,
+        **({"threads": threads} if threads is not None else {}),
         # The encoder multiplies its matrices by qscale / 8: qscale 8 keeps them as given.
         **{
             "q:v": 8,
@@ -578,6 +602,12 @@ def iter_jpeg_frames(
             "chroma_intra_matrix": ",".join(map(str, chroma)),
         },
     )
+    extra: _AudioOutput | None = None
+    if audio is not None:
+        if info.has_audio and not src.is_sequence:
+            extra = _AudioOutput(audio, info.start_s, source)  # its pipe opens with ffmpeg
+        else:
+            audio._finish()
 
     def images(pipe: Any) -> Iterator[bytes]:
         splitter = JpegSplitter(src.name)
@@ -586,7 +616,9 @@ def iter_jpeg_frames(
         # Bytes of an unfinished file left at the end: ffmpeg stopped early, which the
         # frame count tells (with ffmpeg's own error).
 
-    return _stream_frames(src, graph, expected, images, lambda image: image)
+    if threads is not None:
+        graph = graph.global_args("-filter_complex_threads", str(threads))
+    return _stream_frames(src, graph, expected, images, lambda image: image, extra)
 
 
 def _frame_graph(
@@ -595,9 +627,16 @@ def _frame_graph(
     fps: float | None,
     frames_dir_pattern: str | None,
     info: MediaInfo | None,
-) -> tuple[_Source, MediaInfo, tuple[int, int], Any, int]:
+    *,
+    jfif: bool = False,
+    threads: int | None = None,
+) -> tuple[_Source, MediaInfo, tuple[int, int], Any, Any, int]:
     """The decoding filter chain shared by the frame readers: (source, info, (H, W),
-    ffmpeg-python stream scaled to (H, W), expected frame count)."""
+    ffmpeg-python input, stream scaled to (H, W), expected frame count).
+
+    ``jfif``: the scaler also converts to full-range BT.601 YCbCr (what JFIF readers
+    decode), in the same pass. ``threads``: decoder threads (None: ffmpeg's choice).
+    """
     src = _source(path, frames_dir_pattern, fps)
     if src.is_sequence and fps is None:
         raise InputError(f"{src.name}: an image sequence needs its fps")
@@ -606,7 +645,9 @@ def _frame_graph(
     height, width = size if size is not None else (info.height, info.width)
     if height < 1 or width < 1:
         raise InputError(f"size must be positive (H, W), got {size}")
-    stream = ffmpeg_python.input(src.url, **src.input_args)["V:0"]
+    threading_args = {"threads": threads} if threads is not None else {}
+    source = ffmpeg_python.input(src.url, **src.input_args, **threading_args)
+    stream = source["V:0"]
     if fps is not None and not src.is_sequence:
         _check_fps(fps)
         stream = stream.filter("setpts", "PTS-STARTPTS").filter(
@@ -615,8 +656,116 @@ def _frame_graph(
         expected = info.cfr_frame_count(fps)
     else:
         expected = info.frame_count or 0
-    stream = stream.filter("scale", width, height, flags="area")
-    return src, info, (height, width), stream, expected
+    colour = {"out_color_matrix": "bt601", "out_range": "pc"} if jfif else {}
+    stream = stream.filter("scale", width, height, flags="area", **colour)
+    return src, info, (height, width), source, stream, expected
+
+
+# The JPEG encoder's Huffman tables: "default" = JPEG Annex K.3's (one pass per frame),
+# "optimal" (ffmpeg's default) = fitted per frame (a second pass, ≈ 3 % smaller files).
+_HUFFMAN = "default"
+
+
+class PipedAudio:
+    """Mono ``float32`` audio that a frame-decoding ffmpeg process writes to a second pipe
+    (:func:`iter_jpeg_frames`), growing while the frames come.
+
+    Samples are on :func:`decode_audio`'s clock (sample ``s`` at ``s / sample_rate`` after
+    the start of the first video frame) and clipped to [-1, 1], as :func:`decode_audio`
+    gives them. ``available()`` counts the samples so far; :meth:`ready` says whether a
+    span up to a sample is known (or the audio ended); :meth:`waveform` is the audio so
+    far. :attr:`complete` is True once the stream ended and the process succeeded.
+    """
+
+    def __init__(self, sample_rate: int = 22050) -> None:
+        _check_rate(sample_rate)
+        self.sample_rate = sample_rate
+        self._lock = threading.Lock()
+        self._data = np.zeros(0, dtype=np.float32)
+        self._count = 0
+        self._ended = False  # the pipe reached its end (or there is nothing to read)
+        self.complete = False
+
+    def available(self) -> int:
+        return self._count
+
+    def ready(self, stop: int) -> bool:
+        """True when samples ``[0, stop)`` are all here, or no more will come."""
+        return self._ended or self._count >= stop
+
+    def waveform(self) -> np.ndarray:
+        """``float32 [S]``: every sample so far (a view; later samples do not change it)."""
+        with self._lock:
+            return self._data[: self._count]
+
+    def _append(self, samples: np.ndarray) -> None:
+        with self._lock:
+            need = self._count + samples.size
+            if need > self._data.size:
+                grown = np.empty(max(need, 2 * self._data.size, 1 << 16), dtype=np.float32)
+                grown[: self._count] = self._data[: self._count]
+                self._data = grown  # views handed out keep the old buffer
+            np.clip(samples, -1.0, 1.0, out=self._data[self._count : need])
+            self._count = need
+
+    def _finish(self) -> None:
+        self._ended = True
+        self.complete = True
+
+
+class _AudioOutput(threading.Thread):
+    """Reads ffmpeg's f32le audio pipe into a :class:`PipedAudio`, dropping the samples
+    before the first video frame (``skip_s``), as :func:`decode_audio` does."""
+
+    def __init__(self, audio: PipedAudio, skip_s: float, source: Any) -> None:
+        super().__init__(daemon=True)
+        self.audio = audio
+        self.skip = round(skip_s * audio.sample_rate)
+        self.source = source  # the ffmpeg-python input whose first audio stream is read
+        self.read_fd = self.write_fd = -1
+
+    def add_to(self, graph: Any) -> Any:
+        """Open the pipe and return ``graph`` with the audio output to its write end."""
+        self.read_fd, self.write_fd = os.pipe()
+        url = f"pipe:{self.write_fd}"
+        return ffmpeg_python.merge_outputs(
+            graph, _audio_output(self.source, self.audio.sample_rate, url)
+        )
+
+    def run(self) -> None:
+        skip, rest = self.skip, b""
+        # ffmpeg writes each audio frame on its own (≈ 2 KB): a buffered reader hands them
+        # over 64 KiB at a time (0.7 s of audio), which keeps this thread's CPU time small.
+        pipe = os.fdopen(self.read_fd, "rb", buffering=1 << 16, closefd=False)
+        try:
+            while chunk := pipe.read(1 << 16):
+                data = rest + chunk
+                whole = len(data) - len(data) % 4
+                rest = data[whole:]
+                samples = np.frombuffer(data, dtype="<f4", count=whole // 4)
+                if skip:
+                    dropped = min(skip, samples.size)
+                    samples, skip = samples[dropped:], skip - dropped
+                if samples.size:
+                    self.audio._append(samples.astype(np.float32))
+        except (OSError, ValueError):  # the read end was closed: the frames were abandoned
+            pass
+        finally:
+            self.audio._ended = True
+
+    def started(self) -> None:
+        """After the process started: the parent's write end is not needed any more."""
+        os.close(self.write_fd)
+        self.start()
+
+    def close(self) -> None:
+        """Wait for the end of the pipe (ffmpeg exited) and close it; idempotent."""
+        if self.is_alive():
+            self.join(timeout=5)
+        if self.read_fd >= 0 and not self.is_alive():
+            with contextlib.suppress(OSError):
+                os.close(self.read_fd)
+            self.read_fd = -1
 
 
 def _stream_frames(
@@ -625,17 +774,35 @@ def _stream_frames(
     expected: int,
     read: Callable[[Any], Iterator[_T]],
     repeat: Callable[[_T], _T],
+    audio: _AudioOutput | None = None,
 ) -> Iterator[_T]:
     """Run ``graph`` and yield what ``read(stdout)`` yields, exactly ``expected`` items.
 
     Stops ffmpeg once ``expected`` items came (or when the consumer closes the iterator);
     a short output is an :class:`InputError` unless it is at most :data:`_SHORT_TOLERANCE`
     items short, then the last item is repeated (``repeat(last)``) up to the count.
+    ``audio``: the graph's second output, a pipe that ``audio`` reads; then frames beyond
+    the count are read and dropped (the audio must run to its end) and a failing process is
+    an error even after the last frame; ``audio.audio`` is complete when this ends.
     """
     try:
-        proc = graph.run_async(cmd=_cmd("error"), pipe_stdout=True, pipe_stderr=True)
-    except OSError as exc:
-        raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
+        if audio is not None:
+            graph = audio.add_to(graph)
+        args = graph.compile(cmd=_cmd("error"))
+        fds = (audio.write_fd,) if audio is not None else ()
+        # An argv list, no shell; the audio pipe's write end is the only fd ffmpeg inherits.
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
+    except BaseException as exc:
+        if audio is not None and audio.write_fd >= 0:
+            os.close(audio.write_fd)
+            os.close(audio.read_fd)
+            audio.read_fd = audio.write_fd = -1
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
+        raise
+    assert proc.stdout is not None and proc.stderr is not None
+    if audio is not None:
+        audio.started()
     tail = _StderrTail(proc.stderr)
     tail.start()
     count = 0
@@ -650,9 +817,18 @@ def _stream_frames(
                     break
         finished = count >= expected
         if finished:
-            proc.stdout.close()  # frames beyond the documented count are not wanted
+            if audio is None:
+                proc.stdout.close()  # frames beyond the documented count are not wanted
+            else:
+                for _ in items:  # drain: ffmpeg writes the audio to its end
+                    pass
         rc = proc.wait()
         tail.join(timeout=5)
+        if audio is not None:
+            audio.close()
+            if rc != 0:
+                raise _failure(src, _errors(_log_lines(tail.text())), "decoding")
+            audio.audio.complete = True
         if not finished:
             errors = _errors(_log_lines(tail.text()))
             if rc != 0:
@@ -673,6 +849,8 @@ def _stream_frames(
             proc.kill()
             proc.wait()
         proc.stdout.close()
+        if audio is not None:
+            audio.close()  # EOF once ffmpeg is gone
         tail.join(timeout=5)  # it sees EOF once ffmpeg is gone
         proc.stderr.close()
 
@@ -856,8 +1034,7 @@ def decode_audio(
     audio stream gives an empty array. ``info``: the :func:`probe` result of this file,
     to reuse (saves a pass over the file; its checks were made by the probe).
     """
-    if not (isinstance(sample_rate, int) and 1000 <= sample_rate <= 768000):
-        raise InputError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
+    _check_rate(sample_rate)
     src = _source(path)
     if src.is_sequence:
         raise InputError(f"{src.name}: an image sequence has no audio; pass the audio file")
@@ -875,20 +1052,27 @@ def decode_audio(
         if scan.video is not None:
             nominal = _nominal_fps(scan.video)
             _check_truncation(src, scan, _video_end(scan, nominal), nominal or 25.0)
-    graph = (
-        ffmpeg_python.input(src.url)["a:0"]
-        .filter(
-            "aresample",
-            osr=sample_rate,
-            ochl="mono",
-            rematrix_maxval=1,
-            first_pts=0,
-        )
-        .output("pipe:", format="f32le", acodec="pcm_f32le")
-    )
+    graph = _audio_output(ffmpeg_python.input(src.url), sample_rate, "pipe:")
     rc, out, err = _run(graph, "error")
     if rc != 0:
         raise _failure(src, _errors(_log_lines(err)), "decoding audio")
     wave = np.frombuffer(out, dtype=np.float32)
     skip = round(start * sample_rate)
     return np.clip(wave[skip:], -1.0, 1.0).astype(np.float32)
+
+
+def _check_rate(sample_rate: int) -> None:
+    if not (isinstance(sample_rate, int) and 1000 <= sample_rate <= 768000):
+        raise InputError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
+
+
+def _audio_output(source: Any, sample_rate: int, url: str) -> Any:
+    """The first audio stream of ``source`` (an ffmpeg-python input) as mono float32 at
+    ``sample_rate`` to ``url``: the same chain for :func:`decode_audio` and the audio
+    output of :func:`iter_jpeg_frames`. ``first_pts=0`` pads audio that starts after the
+    clock's zero with silence (the caller then drops what lies before the first frame)."""
+    return (
+        source["a:0"]
+        .filter("aresample", osr=sample_rate, ochl="mono", rematrix_maxval=1, first_pts=0)
+        .output(url, format="f32le", acodec="pcm_f32le")
+    )

@@ -69,6 +69,11 @@ def test_windows_alignment_and_fixation_targets(avad, tmp_path: Path) -> None:
     assert summary.files == ["shards/cv/AVAD/v1-00000.parquet"]
     table = pq.read_table(out / summary.files[0])
     assert table.schema.metadata[b"avrsp.schema_version"] == str(SCHEMA_VERSION).encode()
+    # Snappy for every column but the already compressed JPEG frames and PNG maps.
+    group = pq.ParquetFile(out / summary.files[0]).metadata.row_group(0)
+    codecs = {group.column(i).path_in_schema: group.column(i).compression for i in range(20)}
+    assert codecs.pop("frames_jpeg.list.element") == codecs.pop("target_png") == "UNCOMPRESSED"
+    assert set(codecs.values()) == {"SNAPPY"} and len(codecs) == 18
     rows = table.to_pylist()
     assert [r["last_frame"] for r in rows] == [3, 5]
     assert {(r["dataset"], r["video"], r["split"], r["fold"]) for r in rows} == {

@@ -16,7 +16,7 @@ import scipy.io
 from PIL import Image
 
 from avrsp.errors import InputError
-from preprocessing.records import FixationSource, ScreenMapping, VideoRecord
+from preprocessing.records import FixationSource, ScreenMapping, VideoRecord, read_gaze_csv
 from preprocessing.sources import dhf1k, open_source, parse_source, stavis
 
 # ----------------------------------------------------------------------------- builders
@@ -300,6 +300,36 @@ def test_csv_source_splits_and_time_column(tmp_path: Path) -> None:
     loader_b.check(4)
     with pytest.raises(InputError, match="another length"):
         loader_b.check(1)  # frame 3 is past a 1-frame video's end (+2 frames tolerance)
+
+
+def test_gaze_csv_reader_rows_times_and_bad_lines(tmp_path: Path) -> None:
+    """Columns in any order, blank lines, lost tracking, other clips' rows, times that win
+    over frames (rounded at frame centres); a short row and a non-number name their line."""
+    path = tmp_path / "g.csv"
+    path.write_text(
+        "t, y,observer,video,x,frame\n"
+        "0.02,2,1,c.mp4,1,7\n"  # t = 0.02 s at 25 fps → frame round(0.5) = 1
+        "\n"
+        ",4,1,c,3,5\n"  # no time: the frame column
+        "0.1,,1,c,9,0\n"  # lost tracking
+        ",6,1,other,5,0\n"
+        "0.019,8,2,c,7,0\n"  # → frame 0
+    )
+    frames, points = read_gaze_csv([str(path)], "c", fps=25.0)
+    np.testing.assert_array_equal(frames, [1, 5, 0])
+    np.testing.assert_array_equal(points, [[1, 2], [3, 4], [7, 8]])
+    assert points.dtype == np.float32 and frames.dtype == np.int64
+    assert read_gaze_csv([str(path)], None, fps=25.0)[0].tolist() == [1, 5, 0, 0]
+    path.write_text("video,frame,observer,x,y\nc,0,1,2,3\nc,1,1,2\n")
+    with pytest.raises(InputError, match=r"g.csv, line 3: 4 fields"):
+        read_gaze_csv([str(path)], "c", fps=25.0)
+    path.write_text("video,frame,observer,x,y\nc,0,1,2,3\nc,one,1,2,3\n")
+    with pytest.raises(InputError, match=r"g.csv, line 3: not a number in .*frame='one'"):
+        read_gaze_csv([str(path)], "c", fps=25.0)
+    path.write_text("video,frame,observer,x,y\nc,-1,1,2,3\n")
+    with pytest.raises(InputError, match="negative frame"):
+        read_gaze_csv([str(path)], "c", fps=25.0)
+    assert read_gaze_csv([str(path)], "d", fps=25.0)[1].shape == (0, 2)
 
 
 def test_csv_missing_columns_is_clear(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from avrsp.errors import InputError
 from preprocessing.ffmpeg import (
     JpegSplitter,
+    PipedAudio,
     decode_audio,
     decode_frames,
     ffmpeg_exe,
@@ -201,6 +202,34 @@ def test_audio_reuses_the_probe(shared_data: Path, tmp_path: Path) -> None:
     other.write_bytes(path.read_bytes())
     with pytest.raises(InputError, match="MediaInfo of"):
         decode_audio(other, SR, info=info)
+
+
+def _frames_and_piped_audio(
+    path: Path, size: tuple[int, int] = (24, 32), fps: float | None = None
+) -> tuple[list[bytes], PipedAudio]:
+    """One ffmpeg process: the JPEG frames and, on its second pipe, the audio."""
+    info = probe(path)
+    audio = PipedAudio(SR)
+    frames = iter_jpeg_frames(path, size, fps=fps, info=info, audio=audio)
+    jpegs = [next(frames)]
+    assert not audio.complete  # complete only once the frames have ended
+    jpegs += list(frames)
+    assert audio.complete and audio.ready(10**9)
+    expected = info.cfr_frame_count(fps) if fps else info.frame_count
+    assert len(jpegs) == expected
+    return jpegs, audio
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", ["chaplin.mp4", "big_buck_bunny_432_433.webm"])
+def test_audio_from_the_frames_process_is_decode_audio(shared_data: Path, name: str) -> None:
+    """The audio the frames' ffmpeg process writes on a second pipe is the separate
+    decode's, sample for sample (same decoder, same resampler, same clock)."""
+    path = shared_data / "media" / name
+    _, audio = _frames_and_piped_audio(path)
+    separate = decode_audio(path, SR)
+    assert audio.available() == separate.size > SR
+    np.testing.assert_allclose(audio.waveform(), separate, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- made here
@@ -407,3 +436,74 @@ def test_ffmpeg_exe_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setenv("AVRSP_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
     with pytest.raises(InputError, match="AVRSP_FFMPEG"):
         ffmpeg_exe()
+
+
+def test_audio_from_the_frames_process_generated_files(tmp_path: Path) -> None:
+    """The single-process audio equals decode_audio for audio that starts after the video
+    (silence first), before it (samples dropped), 5.1, and a VFR file resampled to CFR; a
+    video without audio gets the command line without the audio output."""
+    late, early, surround, mute = (
+        tmp_path / n for n in ("late.mkv", "early.mkv", "51.mp4", "m.mp4")
+    )
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1.2",
+            "-itsoffset", "0.3", "-f", "lavfi", "-i", "sine=f=440:d=0.9:sample_rate=44100",
+            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            "-c:a", "pcm_s16le", str(late))  # fmt: skip
+    _ffmpeg("-itsoffset", "0.25", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1",
+            "-f", "lavfi", "-i", "sine=f=300:d=1.25:sample_rate=48000",
+            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", str(early))  # fmt: skip
+    sines = "".join(f"sine=f={f}:d=1:sample_rate=48000[c{i}];" for i, f in enumerate(range(3, 9)))
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1", "-filter_complex",
+            sines + "".join(f"[c{i}]" for i in range(6)) + "join=inputs=6:channel_layout=5.1[a]",
+            "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", str(surround))  # fmt: skip
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.4", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(mute))  # fmt: skip
+    assert probe(early).start_s > 0.2  # the first frame is 0.24 s into the audio
+    assert probe(surround).audio_channels == 6
+    for path in (late, early, surround):
+        _, audio = _frames_and_piped_audio(path)
+        separate = decode_audio(path, SR)
+        assert audio.available() == separate.size > 0.9 * SR, path
+        np.testing.assert_allclose(audio.waveform(), separate, rtol=0, atol=1e-6, err_msg=path.name)
+    assert np.abs(audio.waveform()).max() > 0.05  # the 5.1 tones came through the downmix
+    # Silence before the late audio's start, the tone after it.
+    _, audio = _frames_and_piped_audio(late)
+    assert np.abs(audio.waveform()[: int(0.28 * SR)]).max() < 1e-3
+    assert _tone_level(audio.waveform()[int(0.4 * SR) : int(1.1 * SR)], 440) > 0.1
+    # VFR → CFR with the audio in the same process.
+    vfr = tmp_path / "vfr_a.mp4"
+    _vfr_file(tmp_path / "vfr.mp4")
+    _ffmpeg("-i", str(tmp_path / "vfr.mp4"), "-f", "lavfi", "-i", "sine=f=500:d=2",
+            "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(vfr))  # fmt: skip
+    assert probe(vfr).variable_frame_rate
+    jpegs, audio = _frames_and_piped_audio(vfr, fps=30)
+    assert len(jpegs) == 60
+    np.testing.assert_allclose(audio.waveform(), decode_audio(vfr, SR), rtol=0, atol=1e-6)
+    # No audio track: the audio ends empty at once, before any frame.
+    audio = PipedAudio(SR)
+    frames = iter_jpeg_frames(mute, (24, 32), audio=audio)
+    assert audio.complete and audio.waveform().shape == (0,)
+    assert len(list(frames)) == 10
+
+
+def test_frames_with_audio_closed_early_leave_nothing_behind(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    path = tmp_path / "av.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=4", "-f", "lavfi",
+            "-i", "sine=f=440:d=4", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            str(path))  # fmt: skip
+    info = probe(path)
+    me = psutil.Process()
+    fds = me.num_fds()
+    audio = PipedAudio(SR)
+    frames = iter_jpeg_frames(path, (24, 32), info=info, audio=audio)
+    first = [next(frames) for _ in range(3)]
+    assert len(first) == 3 and any("ffmpeg" in p.name() for p in me.children())
+    frames.close()  # the consumer stops early: ffmpeg and the pipes must go
+    assert not any("ffmpeg" in p.name() for p in me.children())
+    assert me.num_fds() == fds
+    assert not audio.complete and audio.ready(10**9)  # ended, but incomplete
+    with pytest.raises(InputError, match="sample_rate"):
+        PipedAudio(100)

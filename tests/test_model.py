@@ -301,6 +301,19 @@ def test_output_matches_any_input_size(models: ModelFactory) -> None:
     assert out.shape == (1, 40, 72)
 
 
+def test_untrained_map_starts_at_the_sparse_prior(models: ModelFactory) -> None:
+    """The last conv's bias is ``output_bias``, so a fresh network's map is low everywhere
+    (sigmoid(−4) ≈ 0.018, docs/MODEL.md): with a zero bias it would sit near 0.5."""
+    model = models(use_audio=False)
+    assert torch.all(model.decoder.head.bias == -4.0)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, MIN_FRAMES, H, W))
+    assert 0.005 < float(out.median()) < 0.06
+    flat = models(use_audio=False, output_bias=0.0)
+    with torch.no_grad():
+        assert 0.3 < float(flat(torch.rand(2, 3, MIN_FRAMES, H, W)).median()) < 0.7
+
+
 def test_s3d_needs_min_frames(models: ModelFactory) -> None:
     """MIN_FRAMES is exact: one frame fewer and S3D's last temporal pool has nothing left."""
     s3d = models(use_audio=False).visual

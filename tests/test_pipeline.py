@@ -157,6 +157,8 @@ def test_ray_job_end_to_end(ray_session, tmp_path: Path) -> None:
     )
     assert (report.ok, report.failed, report.windows) == (2, 1, 10)
     assert report.failures[0]["video"] == "broken"
+    # The job turned Ray Data's per-operator reservation off for its own dataset only.
+    assert ray_session.data.DataContext.get_current().op_resource_reservation_enabled
     ds = ray_session.data.read_parquet(str(out / "shards"))
     assert ds.count() == 10
     assert sorted({r["video"] for r in ds.select_columns(["video"]).take_all()}) == ["a", "b"]

@@ -5,6 +5,13 @@ level k's skip feature, convolves, and hands on. The last block's output goes th
 1×1×1 convolution to one channel, is averaged over its remaining time steps, up-sampled
 to the input's H×W and passed through a sigmoid: a non-negative map of the window's last
 frame, ``[B, H, W]`` in (0, 1).
+
+The last convolution's bias starts at ``output_bias`` (−4 by default), so an untrained
+network predicts a low background (sigmoid(−4) ≈ 0.018) and the training raises the salient
+places. Started at 0, the background sits at sigmoid ≈ 0.5, and the maps stay flat for a
+long time: Adam moves the bias by about the learning rate per step, and a sum-normalised
+sigmoid map cannot be more than twice as high at its peak as at a background of 0.5
+(measured in docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -19,14 +26,19 @@ from avrsp.model.multiscale import resample
 
 class SaliencyDecoder(nn.Module):
     def __init__(
-        self, level_widths: tuple[int, int, int, int], widths: tuple[int, int, int, int]
+        self,
+        level_widths: tuple[int, int, int, int],
+        widths: tuple[int, int, int, int],
+        output_bias: float = -4.0,
     ) -> None:
-        """``level_widths``: channels of the level 0…3 skips; ``widths``: of the blocks."""
+        """``level_widths``: channels of the level 0…3 skips; ``widths``: of the blocks;
+        ``output_bias``: initial bias of the last convolution (``ModelConfig.output_bias``)."""
         super().__init__()
         c0, c1, c2, c3 = level_widths
         ins = (c0, widths[0] + c1, widths[1] + c2, widths[2] + c3)
         self.blocks = nn.ModuleList(conv_bn_relu(i, o) for i, o in zip(ins, widths, strict=True))
         self.head = nn.Conv3d(widths[3], 1, 1)
+        nn.init.constant_(self.head.bias, output_bias)
 
     def forward(self, skips: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         """Level 0 (bottom) … level 3 skips, each ``[B, c_l, t, h, w]`` → ``[B, H, W]``."""

@@ -96,7 +96,7 @@ class AVRSP(nn.Module):
         for lv in self.levels if config.use_mrg else []:
             self.mrg[str(lv)] = MRG(fused_width, widths[lv])
             fused_width = widths[lv]
-        self.decoder = SaliencyDecoder(widths, config.decoder_widths)
+        self.decoder = SaliencyDecoder(widths, config.decoder_widths, config.output_bias)
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         if frames.ndim != 5 or frames.shape[1] != 3:
