@@ -1,0 +1,282 @@
+"""Why does (or doesn't) the AV model use the audio? Diagnostics for the learning check.
+
+The learning check (``benchmarks/learns_audio.py``, docs/RESULTS.md) trains through Ray
+Train and takes half an hour on two cores. These diagnostics answer narrower questions in
+one process, on segment shards of the synthetic dataset held in memory (``avrsp synth``
+then ``avrsp preprocess --preset tiny``), each in minutes:
+
+``ceiling``  CC of hand-made maps against the test targets: a Gaussian blob on every
+             object (the best a model that cannot tell which object sounds can aim for)
+             and on the sounding object only (what the audio allows).
+``probe``    SoundNet-8 from scratch + a linear layer, trained to name the sounding class
+             (or "none") from a window's audio buffer: do the audio buffers carry it?
+``train``    the network of a preset trained in memory (no Ray: AdamW, the loss of
+             eq. 19, random flips, gradient clipping as in training), with the CC per
+             condition on the test windows every ``--eval-every`` steps; ``--oracle``
+             replaces SoundNet's output with the sounding class, one-hot, to test the
+             fusion and decoder alone.
+
+    python benchmarks/audio_diagnostics.py ceiling --data SHARDS --synth SYNTH
+    python benchmarks/audio_diagnostics.py probe --data SHARDS --synth SYNTH
+    python benchmarks/audio_diagnostics.py train --data SHARDS --synth SYNTH --audio 1 \\
+        --steps 300 [--oracle] [--set model.output_bias=0]
+
+SHARDS is the ``avrsp preprocess`` output, SYNTH the ``avrsp synth`` folder. CC here is
+per window at model resolution, averaged per clip and then over the clips of a condition
+(as ``workflows.evaluate.evaluate_windows`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from avrsp.config import AVRSPConfig, preset
+from avrsp.losses import saliency_loss
+from avrsp.model import build_model
+from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
+from preprocessing.synthetic import CLASSES
+from workflows.data import decode_rows, split_files
+
+CONDITIONS = ("relevant", "irrelevant", "silent")
+NAMES = [c.name for c in CLASSES]
+
+
+def load_split(
+    data: Path, synth: Path, split: str, size: tuple[int, int], max_clips: int | None = None
+) -> dict[str, Any]:
+    """Decoded windows of a split with their ground truth: ``frames`` uint8 [N, T, H, W, 3],
+    ``audio`` [N, S], ``target`` [N, H, W], ``label`` (sounding class index at the last
+    frame, −1 for none), ``cond``, ``video``, ``last_frame``. ``max_clips``: only the
+    windows of the first that many clips of the split (by name)."""
+    meta = json.loads((synth / "synthetic.json").read_text())
+    clips = {c["clip"]: c for c in meta["clips"]}
+    keep = sorted(c for c, v in clips.items() if v["split"] == split)[:max_clips]
+    keep_set = set(keep)
+    files = split_files(data, split)
+    if not files:
+        raise SystemExit(f"{data}: no {split} windows")
+    # Decoded file by file into preallocated arrays: a list of per-row arrays first would
+    # need twice the memory (10,000 tiny windows are 1.8 GB of frames).
+    arrays: dict[str, np.ndarray] = {}
+    meta_rows: list[dict[str, Any]] = []
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    n = 0
+    for f in files:
+        rows = [r for r in pq.read_table(f).to_pylist() if r["video"] in keep_set]
+        for row, d in zip(rows, decode_rows(rows, size), strict=True):
+            if not arrays:
+                arrays = {
+                    k: np.empty((total, *d[k].shape), d[k].dtype)
+                    for k in ("frames", "audio", "target")
+                }
+            for k in arrays:
+                arrays[k][n] = d[k]
+            meta_rows.append({k: row[k] for k in ("video", "last_frame")})
+            n += 1
+    if not n:
+        raise SystemExit(f"{data}: no {split} windows")
+    labels = []
+    for r in meta_rows:
+        label = -1
+        for part in clips[r["video"]]["sounding"]:
+            if part["start_frame"] <= r["last_frame"] < part["end_frame"]:
+                label = NAMES.index(part["class"])
+        labels.append(label)
+    rows = meta_rows
+    return {
+        "frames": arrays["frames"][:n],
+        "audio": arrays["audio"][:n],
+        "target": arrays["target"][:n],
+        "label": np.array(labels),
+        "cond": np.array([clips[r["video"]]["condition"] for r in rows]),
+        "video": np.array([r["video"] for r in rows]),
+        "last_frame": np.array([r["last_frame"] for r in rows]),
+        "clips": clips,
+        "native": (int(meta["height"]), int(meta["width"])),
+    }
+
+
+def per_condition(values: np.ndarray, split: dict[str, Any]) -> dict[str, float]:
+    """Per-window values → mean per clip → mean over the clips of each condition."""
+    out = {}
+    for cond in CONDITIONS:
+        sel = split["cond"] == cond
+        videos = np.unique(split["video"][sel])
+        if len(videos):
+            means = [values[sel & (split["video"] == v)].mean() for v in videos]
+            out[cond] = round(float(np.mean(means)), 4)
+    return out
+
+
+def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson CC per map, ``[N, H, W]`` × ``[N, H, W]`` → ``[N]``."""
+    p = pred.reshape(len(pred), -1).astype(np.float64)
+    g = target.reshape(len(target), -1).astype(np.float64)
+    p, g = p - p.mean(1, keepdims=True), g - g.mean(1, keepdims=True)
+    return (p * g).sum(1) / (np.linalg.norm(p, axis=1) * np.linalg.norm(g, axis=1) + 1e-12)
+
+
+def ceiling(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
+    size = (cfg.input.height, cfg.input.width)
+    test = load_split(args.data, args.synth, "test", size)
+    h, w = size
+    nh, nw = test["native"]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+
+    def blob(points: list[list[float]], sigma: float) -> np.ndarray:
+        out = np.zeros(size)
+        for x, y in points:
+            out += np.exp(-((xx - x * w / nw) ** 2 + (yy - y * h / nh) ** 2) / (2 * sigma**2))
+        return out
+
+    for sigma in args.sigma:
+        every, sounding = [], []
+        for video, frame in zip(test["video"], test["last_frame"], strict=True):
+            clip = test["clips"][video]
+            objects = [o["track"][frame] for o in clip["objects"]]
+            on = [
+                p["object"] for p in clip["sounding"] if p["start_frame"] <= frame < p["end_frame"]
+            ]
+            every.append(blob(objects, sigma))
+            sounding.append(blob([objects[on[0]]], sigma) if on else every[-1])
+        cc_every = per_condition(correlation(np.stack(every), test["target"]), test)
+        cc_sounding = per_condition(correlation(np.stack(sounding), test["target"]), test)
+        print(f"sigma {sigma} px: every object {cc_every}; sounding object {cc_sounding}")
+
+
+def probe(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
+    size = (cfg.input.height, cfg.input.width)
+    train, test = (load_split(args.data, args.synth, s, size) for s in ("train", "test"))
+    rng = np.random.default_rng(args.seed)
+    net = SoundNet8()
+    head = torch.nn.Linear(OUT_CHANNELS, len(NAMES) + 1)
+    params = [*net.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-5)
+    scale = cfg.model.audio_scale
+
+    def logits(audio: np.ndarray) -> torch.Tensor:
+        return head(net(torch.from_numpy(audio) * scale).mean(-1))
+
+    pool = np.nonzero(train["cond"] != "silent")[0]
+    with_sound = test["cond"] != "silent"
+    for step in range(1, args.steps + 1):
+        idx = rng.choice(pool, args.batch)
+        net.train()
+        loss = torch.nn.functional.cross_entropy(
+            logits(train["audio"][idx]), torch.from_numpy(train["label"][idx] + 1)
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % args.eval_every == 0:
+            net.eval()
+            with torch.no_grad():
+                guess = logits(test["audio"][with_sound]).argmax(1).numpy() - 1
+            hit = (guess == test["label"][with_sound]).astype(float)
+            print(f"step {step}: loss {loss.item():.3f}, test accuracy {hit.mean():.3f} "
+                  f"(relevant windows {hit[test['cond'][with_sound] == 'relevant'].mean():.3f})",
+                  flush=True)  # fmt: skip
+
+
+class OracleAudio(torch.nn.Module):
+    """Stands in for SoundNet-8: the sounding class one-hot (entries 1–4; entry 0 = sound
+    but no class, e.g. music), read from the first samples of the "waveform"."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        feats = torch.zeros(waveform.shape[0], OUT_CHANNELS, 2, device=waveform.device)
+        feats[:, : len(NAMES) + 1] = (waveform[:, : len(NAMES) + 1] / self.scale)[:, :, None]
+        return feats
+
+
+def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
+    size = (cfg.input.height, cfg.input.width)
+    tr = load_split(args.data, args.synth, "train", size)
+    te = load_split(args.data, args.synth, "test", size, args.test_clips)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = build_model(cfg).train()
+    if args.oracle:
+        model.audio = OracleAudio(cfg.model.audio_scale)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
+
+    def inputs(d: dict[str, Any], idx: np.ndarray, flip: np.ndarray | None = None) -> tuple:
+        frames = torch.from_numpy(d["frames"][idx]).permute(0, 4, 1, 2, 3).float() / 255.0
+        target = torch.from_numpy(d["target"][idx])
+        if flip is not None and flip.any():
+            frames[flip] = frames[flip].flip(-1)
+            target[flip] = target[flip].flip(-1)
+        audio = None
+        if cfg.model.use_audio:
+            audio = torch.from_numpy(d["audio"][idx]).clone()
+            if args.oracle:
+                audio.zero_()
+                for i, j in enumerate(idx):
+                    if d["cond"][j] != "silent":
+                        audio[i, d["label"][j] + 1] = 1.0
+        return frames, audio, target
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        preds = []
+        with torch.no_grad():
+            for start in range(0, len(te["label"]), 32):
+                frames, audio, _ = inputs(te, np.arange(start, min(start + 32, len(te["label"]))))
+                preds.append(model(frames, audio).numpy())
+        model.train()
+        return per_condition(correlation(np.concatenate(preds), te["target"]), te)
+
+    started, losses = time.perf_counter(), []
+    for step in range(1, args.steps + 1):
+        idx = rng.choice(len(tr["label"]), args.batch)
+        frames, audio, target = inputs(tr, idx, torch.from_numpy(rng.random(args.batch) < 0.5))
+        loss, _ = saliency_loss(model(frames, audio), target, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % args.eval_every == 0:
+            took = time.perf_counter() - started
+            print(f"step {step}: train loss {np.mean(losses[-args.eval_every:]):.3f}, "
+                  f"{took:.0f} s, test CC {evaluate()}", flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("ceiling", "probe", "train"))
+    parser.add_argument("--data", type=Path, required=True, help="avrsp preprocess output")
+    parser.add_argument("--synth", type=Path, required=True, help="avrsp synth folder")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="config override, e.g. model.output_bias=0")  # fmt: skip
+    parser.add_argument("--audio", type=int, choices=(0, 1), default=1, help="train: AV (1) or V")
+    parser.add_argument("--oracle", action="store_true", help="train: one-hot class as audio")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--test-clips", type=int, help="train: score the first N held-out clips")
+    parser.add_argument("--sigma", type=float, nargs="+", default=[3.0, 4.5, 6.0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    cfg = preset(args.preset).with_overrides(**{"model.use_audio": bool(args.audio), **overrides})
+    {"ceiling": ceiling, "probe": probe, "train": train}[args.what](args, cfg)
+
+
+if __name__ == "__main__":
+    main()
