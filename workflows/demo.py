@@ -29,7 +29,7 @@ DEMO_CLIPS = 128
 # take 2.2 minutes and the demo 15.9 (docs/RESULTS.md, run 3).
 DEMO_STRIDE = 8
 DEMO_EPOCHS = 3
-DEMO_STEPS_PER_EPOCH = 50
+DEMO_STEPS_PER_EPOCH = 45  # 50 took 15.1 min in all on 2 idle cores (README)
 DEMO_BATCH = 8
 DEMO_LR = 3e-4
 CONDITIONS = ("relevant", "irrelevant", "silent")
