@@ -40,9 +40,10 @@ import torch
 
 from avrsp.config import AVRSPConfig, preset
 from avrsp.losses import saliency_loss
+from avrsp.metrics import cc
 from avrsp.model import build_model
 from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
-from preprocessing.synthetic import CLASSES
+from preprocessing.synthetic import CLASSES, sounding_at
 from workflows.data import decode_rows, split_files
 
 CONDITIONS = ("relevant", "irrelevant", "silent")
@@ -85,11 +86,9 @@ def load_split(
         raise SystemExit(f"{data}: no {split} windows")
     labels = []
     for r in meta_rows:
-        label = -1
-        for part in clips[r["video"]]["sounding"]:
-            if part["start_frame"] <= r["last_frame"] < part["end_frame"]:
-                label = NAMES.index(part["class"])
-        labels.append(label)
+        clip = clips[r["video"]]
+        on = sounding_at(clip["sounding"], r["last_frame"])
+        labels.append(-1 if on is None else NAMES.index(clip["objects"][on]["class"]))
     rows = meta_rows
     return {
         "frames": arrays["frames"][:n],
@@ -117,11 +116,8 @@ def per_condition(values: np.ndarray, split: dict[str, Any]) -> dict[str, float]
 
 
 def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Pearson CC per map, ``[N, H, W]`` × ``[N, H, W]`` → ``[N]``."""
-    p = pred.reshape(len(pred), -1).astype(np.float64)
-    g = target.reshape(len(target), -1).astype(np.float64)
-    p, g = p - p.mean(1, keepdims=True), g - g.mean(1, keepdims=True)
-    return (p * g).sum(1) / (np.linalg.norm(p, axis=1) * np.linalg.norm(g, axis=1) + 1e-12)
+    """CC per map (:func:`avrsp.metrics.cc`), ``[N, H, W]`` × ``[N, H, W]`` → ``[N]``."""
+    return np.array([cc(p, g) for p, g in zip(pred, target, strict=True)])
 
 
 def ceiling(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
@@ -142,11 +138,9 @@ def ceiling(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
         for video, frame in zip(test["video"], test["last_frame"], strict=True):
             clip = test["clips"][video]
             objects = [o["track"][frame] for o in clip["objects"]]
-            on = [
-                p["object"] for p in clip["sounding"] if p["start_frame"] <= frame < p["end_frame"]
-            ]
+            on = sounding_at(clip["sounding"], frame)
             every.append(blob(objects, sigma))
-            sounding.append(blob([objects[on[0]]], sigma) if on else every[-1])
+            sounding.append(every[-1] if on is None else blob([objects[on]], sigma))
         cc_every = per_condition(correlation(np.stack(every), test["target"]), test)
         cc_sounding = per_condition(correlation(np.stack(sounding), test["target"]), test)
         print(f"sigma {sigma} px: every object {cc_every}; sounding object {cc_sounding}")
