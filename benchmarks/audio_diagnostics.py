@@ -12,14 +12,16 @@ then ``avrsp preprocess --preset tiny``), each in minutes:
              (or "none") from a window's audio buffer: do the audio buffers carry it?
 ``train``    the network of a preset trained in memory (no Ray: AdamW, the loss of
              eq. 19, random flips, gradient clipping as in training), with the CC per
-             condition on the test windows every ``--eval-every`` steps; ``--oracle``
-             replaces SoundNet's output with the sounding class, one-hot, to test the
-             fusion and decoder alone.
+             condition on the test windows every ``--eval-every`` steps; ``--audio 0 1``
+             trains V and AV side by side on the same batches; ``--oracle`` replaces
+             SoundNet's output with the sounding class, one-hot, to test the fusion and
+             decoder alone; ``--device cuda`` keeps the data on the GPU and runs the
+             model under bf16 autocast (``benchmarks/device_learning.sh``).
 
     python benchmarks/audio_diagnostics.py ceiling --data SHARDS --synth SYNTH
     python benchmarks/audio_diagnostics.py probe --data SHARDS --synth SYNTH
-    python benchmarks/audio_diagnostics.py train --data SHARDS --synth SYNTH --audio 1 \\
-        --steps 300 [--oracle] [--set model.output_bias=0]
+    python benchmarks/audio_diagnostics.py train --data SHARDS --synth SYNTH --audio 0 1 \\
+        --steps 300 [--oracle] [--set model.output_bias=0] [--device cuda --batch 32]
 
 SHARDS is the ``avrsp preprocess`` output, SYNTH the ``avrsp synth`` folder. CC here is
 per window at model resolution, averaged per clip and then over the clips of a condition
@@ -29,12 +31,18 @@ per window at model resolution, averaged per clip and then over the clips of a c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -51,7 +59,12 @@ NAMES = [c.name for c in CLASSES]
 
 
 def load_split(
-    data: Path, synth: Path, split: str, size: tuple[int, int], max_clips: int | None = None
+    data: Path,
+    synth: Path,
+    split: str,
+    size: tuple[int, int],
+    max_clips: int | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Decoded windows of a split with their ground truth: ``frames`` uint8 [N, T, H, W, 3],
     ``audio`` [N, S], ``target`` [N, H, W], ``label`` (sounding class index at the last
@@ -64,24 +77,33 @@ def load_split(
     files = split_files(data, split)
     if not files:
         raise SystemExit(f"{data}: no {split} windows")
-    # Decoded file by file into preallocated arrays: a list of per-row arrays first would
-    # need twice the memory (10,000 tiny windows are 1.8 GB of frames).
+    # Decoded file by file, in ``workers`` processes, into preallocated arrays: a list of
+    # per-row arrays first would need twice the memory (10,000 tiny windows are 1.8 GB of
+    # frames).
     arrays: dict[str, np.ndarray] = {}
     meta_rows: list[dict[str, Any]] = []
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     n = 0
-    for f in files:
-        rows = [r for r in pq.read_table(f).to_pylist() if r["video"] in keep_set]
-        for row, d in zip(rows, decode_rows(rows, size), strict=True):
-            if not arrays:
-                arrays = {
-                    k: np.empty((total, *d[k].shape), d[k].dtype)
-                    for k in ("frames", "audio", "target")
-                }
-            for k in arrays:
-                arrays[k][n] = d[k]
-            meta_rows.append({k: row[k] for k in ("video", "last_frame")})
-            n += 1
+    task = partial(_decode_file, keep=keep_set, size=size)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:  # spawned workers import torch: worth it for big splits only
+            spawn = multiprocessing.get_context("spawn")
+            decoded_files = stack.enter_context(ProcessPoolExecutor(workers, mp_context=spawn)).map(
+                task, files
+            )
+        else:
+            decoded_files = map(task, files)
+        for rows, decoded in decoded_files:
+            for row, d in zip(rows, decoded, strict=True):
+                if not arrays:
+                    arrays = {
+                        k: np.empty((total, *d[k].shape), d[k].dtype)
+                        for k in ("frames", "audio", "target")
+                    }
+                for k in arrays:
+                    arrays[k][n] = d[k]
+                meta_rows.append({k: row[k] for k in ("video", "last_frame")})
+                n += 1
     if not n:
         raise SystemExit(f"{data}: no {split} windows")
     labels = []
@@ -103,6 +125,22 @@ def load_split(
     }
 
 
+def _decode_file(
+    path: Path, keep: set[str], size: tuple[int, int]
+) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
+    """The rows of one shard file whose video is in ``keep``, stored and decoded. The audio
+    column goes to NumPy in one piece (a list of Python floats per row is slow)."""
+    table = pq.read_table(path)
+    table = table.filter(pc.is_in(table.column("video"), pa.array(sorted(keep))))
+    if not table.num_rows:
+        return [], []
+    audio = pc.list_flatten(table.column("audio")).to_numpy().reshape(table.num_rows, -1)
+    rows = table.drop_columns(["audio"]).to_pylist()
+    for row, wave in zip(rows, audio, strict=True):
+        row["audio"] = wave
+    return rows, decode_rows(rows, size)
+
+
 def per_condition(values: np.ndarray, split: dict[str, Any]) -> dict[str, float]:
     """Per-window values → mean per clip → mean over the clips of each condition."""
     out = {}
@@ -122,7 +160,7 @@ def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def ceiling(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
     size = (cfg.input.height, cfg.input.width)
-    test = load_split(args.data, args.synth, "test", size)
+    test = load_split(args.data, args.synth, "test", size, workers=args.workers)
     h, w = size
     nh, nw = test["native"]
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
@@ -148,7 +186,9 @@ def ceiling(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
 
 def probe(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
     size = (cfg.input.height, cfg.input.width)
-    train, test = (load_split(args.data, args.synth, s, size) for s in ("train", "test"))
+    train, test = (
+        load_split(args.data, args.synth, s, size, workers=args.workers) for s in ("train", "test")
+    )
     rng = np.random.default_rng(args.seed)
     net = SoundNet8()
     head = torch.nn.Linear(OUT_CHANNELS, len(NAMES) + 1)
@@ -195,25 +235,44 @@ class OracleAudio(torch.nn.Module):
 
 
 def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
+    """Train one model per ``--audio`` value (V = 0, AV = 1) in lockstep, on the same
+    batches and flips, and score them on the same test windows."""
     size = (cfg.input.height, cfg.input.width)
-    tr = load_split(args.data, args.synth, "train", size)
-    te = load_split(args.data, args.synth, "test", size, args.test_clips)
-    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    tr = load_split(args.data, args.synth, "train", size, workers=args.workers)
+    te = load_split(args.data, args.synth, "test", size, args.test_clips, args.workers)
+    print(f"loaded {len(tr['label'])} train / {len(te['label'])} test windows in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    # On CUDA the whole split lives on the GPU (uint8 frames): batches are gathered there.
+    arrays = {
+        name: {k: torch.from_numpy(d[k]).to(device) for k in ("frames", "audio", "target")}
+        for name, d in (("train", tr), ("test", te))
+    }
+    variants = {}
+    for use_audio in args.audio:
+        vcfg = cfg.with_overrides(**{"model.use_audio": bool(use_audio)})
+        torch.manual_seed(args.seed)
+        model = build_model(vcfg).to(device).train()
+        if args.oracle and use_audio:
+            model.audio = OracleAudio(cfg.model.audio_scale)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
+        variants["AV" if use_audio else "V"] = (model, opt, bool(use_audio))
     rng = np.random.default_rng(args.seed)
-    model = build_model(cfg).train()
-    if args.oracle:
-        model.audio = OracleAudio(cfg.model.audio_scale)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
 
-    def inputs(d: dict[str, Any], idx: np.ndarray, flip: np.ndarray | None = None) -> tuple:
-        frames = torch.from_numpy(d["frames"][idx]).permute(0, 4, 1, 2, 3).float() / 255.0
-        target = torch.from_numpy(d["target"][idx])
+    def inputs(split: str, idx: np.ndarray, use_audio: bool, flip: np.ndarray | None = None):
+        d, a = (tr, arrays["train"]) if split == "train" else (te, arrays["test"])
+        at = torch.from_numpy(idx).to(device)
+        frames = a["frames"][at].permute(0, 4, 1, 2, 3).float() / 255.0
+        target = a["target"][at]
         if flip is not None and flip.any():
-            frames[flip] = frames[flip].flip(-1)
-            target[flip] = target[flip].flip(-1)
+            f = torch.from_numpy(flip).to(device)
+            frames[f] = frames[f].flip(-1)
+            target[f] = target[f].flip(-1)
         audio = None
-        if cfg.model.use_audio:
-            audio = torch.from_numpy(d["audio"][idx]).clone()
+        if use_audio:
+            audio = a["audio"][at].clone()
             if args.oracle:
                 audio.zero_()
                 for i, j in enumerate(idx):
@@ -221,30 +280,51 @@ def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
                         audio[i, d["label"][j] + 1] = 1.0
         return frames, audio, target
 
-    def evaluate() -> dict[str, float]:
+    def evaluate(model: torch.nn.Module, use_audio: bool) -> dict[str, float]:
         model.eval()
         preds = []
-        with torch.no_grad():
-            for start in range(0, len(te["label"]), 32):
-                frames, audio, _ = inputs(te, np.arange(start, min(start + 32, len(te["label"]))))
-                preds.append(model(frames, audio).numpy())
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            for start in range(0, len(te["label"]), args.eval_batch):
+                idx = np.arange(start, min(start + args.eval_batch, len(te["label"])))
+                frames, audio, _ = inputs("test", idx, use_audio)
+                preds.append(model(frames, audio).float().cpu().numpy())
         model.train()
         return per_condition(correlation(np.concatenate(preds), te["target"]), te)
 
-    started, losses = time.perf_counter(), []
-    for step in range(1, args.steps + 1):
+    losses: dict[str, list[float]] = {name: [] for name in variants}
+    history = []
+    started = time.perf_counter()
+    step = 0
+    while step < args.steps:
+        step += 1
         idx = rng.choice(len(tr["label"]), args.batch)
-        frames, audio, target = inputs(tr, idx, torch.from_numpy(rng.random(args.batch) < 0.5))
-        loss, _ = saliency_loss(model(frames, audio), target, cfg.loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % args.eval_every == 0:
+        flip = rng.random(args.batch) < 0.5
+        for name, (model, opt, use_audio) in variants.items():
+            frames, audio, target = inputs("train", idx, use_audio, flip)
+            with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+                pred = model(frames, audio)
+            loss, _ = saliency_loss(pred.float(), target, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses[name].append(loss.item())
+        out_of_time = args.max_seconds and time.perf_counter() - started > args.max_seconds
+        if step % args.eval_every == 0 or step == args.steps or out_of_time:
             took = time.perf_counter() - started
-            print(f"step {step}: train loss {np.mean(losses[-args.eval_every:]):.3f}, "
-                  f"{took:.0f} s, test CC {evaluate()}", flush=True)  # fmt: skip
+            entry = {"step": step, "seconds": round(took, 1)}
+            for name, (model, _, use_audio) in variants.items():
+                entry[name] = {
+                    "train_loss": round(float(np.mean(losses[name][-args.eval_every :])), 4),
+                    "test_cc": evaluate(model, use_audio),
+                }
+            history.append(entry)
+            print(json.dumps(entry), flush=True)
+            if out_of_time:
+                print(f"stopped at step {step}: --max-seconds {args.max_seconds} reached")
+                break
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"args": vars(args), "history": history}, default=str))
 
 
 def main() -> None:
@@ -255,7 +335,8 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="config override, e.g. model.output_bias=0")  # fmt: skip
-    parser.add_argument("--audio", type=int, choices=(0, 1), default=1, help="train: AV (1) or V")
+    parser.add_argument("--audio", type=int, choices=(0, 1), nargs="+", default=[1],
+                        help="train: AV (1) or V (0); both (0 1) train in lockstep")  # fmt: skip
     parser.add_argument("--oracle", action="store_true", help="train: one-hot class as audio")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
@@ -263,12 +344,17 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--test-clips", type=int, help="train: score the first N held-out clips")
     parser.add_argument("--sigma", type=float, nargs="+", default=[3.0, 4.5, 6.0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--workers", type=int, default=1, help="processes decoding the shards")
+    parser.add_argument("--device", default="cpu", help="train: e.g. cuda (bf16 autocast)")
+    parser.add_argument("--eval-batch", type=int, default=32)
+    parser.add_argument("--max-seconds", type=float, help="train: stop (and score) after this")
+    parser.add_argument("--json-out", type=Path, help="train: write the score history here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    cfg = preset(args.preset).with_overrides(**{"model.use_audio": bool(args.audio), **overrides})
+    cfg = preset(args.preset).with_overrides(**overrides)
     {"ceiling": ceiling, "probe": probe, "train": train}[args.what](args, cfg)
 
 

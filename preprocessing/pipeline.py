@@ -18,10 +18,13 @@ Re-running the same command resumes: videos with a done-marker are not touched a
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,11 +148,25 @@ def run_ray(
 
 
 def run_local(
-    records: list[VideoRecord], opts: SegmentOptions, out: Path, config_json: str
+    records: list[VideoRecord],
+    opts: SegmentOptions,
+    out: Path,
+    config_json: str,
+    workers: int = 1,
 ) -> Iterable[VideoSummary]:
-    """The same work in this process, one video after another (no Ray)."""
-    for record in records:
-        yield write_video(record, opts, out, config_json=config_json)
+    """The same work without Ray: in this process, one video after another, or in
+    ``workers`` spawned processes (for a machine where Ray is not installed)."""
+    if workers <= 1 or len(records) <= 1:
+        for record in records:
+            yield write_video(record, opts, out, config_json=config_json)
+        return
+    task = partial(
+        process_record, options=json.dumps(asdict(opts)), out=str(out), config=config_json
+    )
+    context = multiprocessing.get_context("spawn")  # the caller may hold threads
+    with ProcessPoolExecutor(min(workers, len(records)), mp_context=context) as pool:
+        for row in pool.map(task, [{"record": r.to_json()} for r in records]):
+            yield VideoSummary(**json.loads(row["summary"]))
 
 
 def preprocess(
@@ -191,7 +208,7 @@ def preprocess(
             _init_ray(address, num_cpus)
             summaries.extend(run_ray(todo, opts, out, config_json))
         else:
-            summaries.extend(run_local(todo, opts, out, config_json))
+            summaries.extend(run_local(todo, opts, out, config_json, num_cpus or 1))
     report = _report(source, out, listing, summaries, time.perf_counter() - started)
     write_json_atomic(out / "failures.json", report.failures)
     write_json_atomic(

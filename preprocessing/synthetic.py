@@ -31,12 +31,15 @@ from __future__ import annotations
 import io
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import time
 import wave
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -568,24 +571,40 @@ def clip_entry(clip: Clip, codec: str | None) -> dict[str, Any]:
     }
 
 
-def write_dataset(out: str | Path, settings: SynthSettings | None = None) -> dict[str, Any]:
+def write_clip(root: Path, settings: SynthSettings, index: int) -> dict[str, Any]:
+    """Generate clip ``index`` into ``root`` (video and gaze); returns its manifest entry."""
+    clip = make_clip(settings, index)
+    frames = render_frames(settings, clip.classes, clip.tracks)
+    video = root / "videos" / f"{clip.name}.mp4"
+    codec = encode_video(video, frames, settings.fps, clip.audio, settings.sample_rate)
+    (root / "gaze" / f"{clip.name}.csv").write_text(gaze_csv(clip))
+    return clip_entry(clip, codec)
+
+
+def write_dataset(
+    out: str | Path, settings: SynthSettings | None = None, *, workers: int = 1
+) -> dict[str, Any]:
     """Generate the dataset into ``out`` (layout in the module docstring); returns the
-    manifest. ``synthetic.json`` is written last, so its presence means a complete set."""
+    manifest. ``synthetic.json`` is written last, so its presence means a complete set.
+
+    ``workers`` > 1 writes that many clips at a time in worker processes; every clip
+    depends only on ``(seed, index)``, so the output is the same as with one.
+    """
     s = settings or SynthSettings()
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
     root = Path(out)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     (root / "gaze").mkdir(parents=True, exist_ok=True)
     (root / "synthetic.json").unlink(missing_ok=True)
     started = time.perf_counter()
-    entries = []
-    for index in range(s.videos):
-        clip = make_clip(s, index)
-        frames = render_frames(s, clip.classes, clip.tracks)
-        codec = encode_video(
-            root / "videos" / f"{clip.name}.mp4", frames, s.fps, clip.audio, s.sample_rate
-        )
-        (root / "gaze" / f"{clip.name}.csv").write_text(gaze_csv(clip))
-        entries.append(clip_entry(clip, codec))
+    if workers == 1 or s.videos == 1:
+        entries = [write_clip(root, s, index) for index in range(s.videos)]
+    else:
+        # Spawned, not forked: the caller may hold threads (Ray, torch) that fork would copy.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, s.videos), mp_context=context) as pool:
+            entries = list(pool.map(write_clip, repeat(root), repeat(s), range(s.videos)))
     splits = "video,split\n" + "".join(f"{e['clip']},{e['split']}\n" for e in entries)
     (root / "splits.csv").write_text(splits)
     manifest = {

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avrsp.errors import InputError
 from preprocessing.ffmpeg import decode_audio, decode_frames, probe
 from preprocessing.synthetic import (
     CLASSES,
@@ -63,6 +64,19 @@ def test_same_seed_same_bytes(dataset: tuple[Path, dict]) -> None:
         assert again.sounding == clip["sounding"]
     other = make_clip(SynthSettings(videos=4, seed=8, seconds=3.6, observers=10), 0)
     assert gaze_csv(other) != (root / manifest["clips"][0]["gaze"]).read_text()
+
+
+def test_worker_processes_write_the_same_dataset(
+    dataset: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, manifest = dataset
+    write_dataset(tmp_path, SETTINGS, workers=2)
+    assert (tmp_path / "synthetic.json").read_bytes() == (root / "synthetic.json").read_bytes()
+    for clip in manifest["clips"]:
+        assert (tmp_path / clip["gaze"]).read_bytes() == (root / clip["gaze"]).read_bytes()
+        assert probe(tmp_path / clip["video"]).frame_count == clip["frames"]
+    with pytest.raises(InputError, match="workers must be >= 1"):
+        write_dataset(tmp_path, SETTINGS, workers=0)
 
 
 def test_videos_decode_to_the_declared_frames(dataset: tuple[Path, dict]) -> None:

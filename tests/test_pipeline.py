@@ -63,6 +63,7 @@ def test_bad_inputs_are_reported_and_the_rest_is_written(tmp_path: Path) -> None
         config=preset("tiny"),
         options=small_options(),
         use_ray=False,
+        num_cpus=2,  # two spawned processes; the re-run below works in this process
         log=lambda _: None,
     )
     failures = {f["video"]: f["reason"] for f in json.loads((out / "failures.json").read_text())}

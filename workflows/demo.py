@@ -16,6 +16,7 @@ shards, the trained runs).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,8 @@ def run_demo(
         _say(f"synthetic dataset: found at {synth}")
     else:
         _say(f"1/5 writing the synthetic dataset ({clips} clips) to {synth}")
-        write_dataset(synth, SynthSettings(videos=clips, seed=0, seconds=seconds))
+        settings = SynthSettings(videos=clips, seed=0, seconds=seconds)
+        write_dataset(synth, settings, workers=os.cpu_count() or 1)
     manifest = read_manifest(synth)
     conditions = {c["clip"]: c["condition"] for c in manifest["clips"]}
 

@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument(
+        "--no-ray", action="store_true",
+        help="run without Ray, in --num-cpus local processes (default: all CPUs)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             "fit": not args.no_fit,
         },
         address=args.address or os.environ.get("RAY_ADDRESS"),
-        num_cpus=args.num_cpus,
+        num_cpus=args.num_cpus or (os.cpu_count() if args.no_ray else None),
+        use_ray=not args.no_ray,
     )
     return 1 if report.failed else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections import Counter
 
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--observers", type=int, default=12, metavar="K", help="simulated observers (12)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, metavar="W",
+        help="clips written at a time, in worker processes (default: one per CPU)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         observers=args.observers,
     )
-    manifest = write_dataset(args.out, settings)
+    manifest = write_dataset(args.out, settings, workers=args.workers)
     counts = Counter((c["split"], c["condition"]) for c in manifest["clips"])
     parts = ", ".join(f"{n} {split}/{cond}" for (split, cond), n in sorted(counts.items()))
     print(
