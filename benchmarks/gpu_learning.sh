@@ -5,7 +5,7 @@
 #   3. V and AV trained side by side in memory (benchmarks/audio_diagnostics.py train).
 #
 #   bash benchmarks/gpu_learning.sh [OUT_DIR]        (env: VIDEOS, STRIDE, STEPS, BATCH,
-#                                                     TRAIN_SECONDS, DEVICE, PAPER=0 skips 1)
+#                                                     TRAIN_SECONDS, AUDIO, DEVICE, PAPER=0 skips 1)
 #
 # Needs torch with CUDA, pyarrow, numpy, pillow, pydantic, ffmpeg-python and an ffmpeg
 # (system or imageio-ffmpeg). Wheels in ./.whl, if any, are installed first.
@@ -39,6 +39,6 @@ echo "data ready in $(( $(date +%s) - start )) s"
 
 echo "== 3. V and AV side by side"
 python3 benchmarks/audio_diagnostics.py train --data "$work/shards" --synth "$work/synthetic" \
-  --audio 0 1 --device "$device" --batch "${BATCH:-32}" --steps "${STEPS:-20000}" \
+  --audio ${AUDIO:-0 1} --device "$device" --batch "${BATCH:-32}" --steps "${STEPS:-20000}" \
   --eval-every "${EVAL_EVERY:-250}" --eval-batch 256 --max-seconds "${TRAIN_SECONDS:-300}" \
   --threads 4 --workers "$cpus" --json-out "$out/learning.json" | tee "$out/learning.log"
