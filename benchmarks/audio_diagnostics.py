@@ -10,13 +10,14 @@ then ``avrsp preprocess --preset tiny``), each in minutes:
              and on the sounding object only (what the audio allows).
 ``probe``    SoundNet-8 from scratch + a linear layer, trained to name the sounding class
              (or "none") from a window's audio buffer: do the audio buffers carry it?
-``train``    the network of a preset trained in memory (no Ray: AdamW, the loss of
-             eq. 19, random flips, gradient clipping as in training), with the CC per
-             condition on the test windows every ``--eval-every`` steps; ``--audio 0 1``
-             trains V and AV side by side on the same batches; ``--oracle`` replaces
-             SoundNet's output with the sounding class, one-hot, to test the fusion and
-             decoder alone; ``--device cuda`` keeps the data on the GPU and runs the
-             model under bf16 autocast (``benchmarks/device_learning.sh``).
+``train``    the network of a preset trained in memory (no Ray; each step is the
+             training workflow's ``train_step``: AdamW, the loss of eq. 19, gradient
+             clipping; random flips), with the CC per condition on the test windows
+             every ``--eval-every`` steps; ``--audio 0 1`` trains V and AV side by side
+             on the same batches; ``--oracle`` replaces SoundNet's output with the
+             sounding class, one-hot, to test the fusion and decoder alone; ``--device
+             cuda`` keeps the data on the GPU and runs the model under bf16 autocast
+             (``benchmarks/gpu_learning.sh``).
 
     python benchmarks/audio_diagnostics.py ceiling --data SHARDS --synth SYNTH
     python benchmarks/audio_diagnostics.py probe --data SHARDS --synth SYNTH
@@ -47,12 +48,12 @@ import pyarrow.parquet as pq
 import torch
 
 from avrsp.config import AVRSPConfig, preset
-from avrsp.losses import saliency_loss
 from avrsp.metrics import cc
 from avrsp.model import build_model
 from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
 from preprocessing.synthetic import CLASSES, sounding_at
 from workflows.data import decode_rows, split_files
+from workflows.train import TrainConfig, make_optimizer, train_step
 
 CONDITIONS = ("relevant", "irrelevant", "silent")
 NAMES = [c.name for c in CLASSES]
@@ -253,32 +254,34 @@ def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
     variants = {}
     for use_audio in args.audio:
         vcfg = cfg.with_overrides(**{"model.use_audio": bool(use_audio)})
+        # The training workflow's own step (workflows.train.train_step) and optimizer.
+        run = TrainConfig.model_validate(
+            {"preset": args.preset, "network": json.loads(vcfg.to_json()), "lr": args.lr,
+             "weight_decay": 1e-5, "clip_grad_norm": 1.0}
+        )  # fmt: skip
         torch.manual_seed(args.seed)
         model = build_model(vcfg).to(device).train()
         if args.oracle and use_audio:
             model.audio = OracleAudio(cfg.model.audio_scale)
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
-        variants["AV" if use_audio else "V"] = (model, opt, bool(use_audio))
+        variants["AV" if use_audio else "V"] = (model, make_optimizer(model, run), run)
     rng = np.random.default_rng(args.seed)
 
-    def inputs(split: str, idx: np.ndarray, use_audio: bool, flip: np.ndarray | None = None):
+    def batch(split: str, idx: np.ndarray, flip: np.ndarray | None = None) -> dict[str, Any]:
+        """Rows ``idx`` as the training loop receives them: uint8 frames ``[B, T, H, W, 3]``,
+        audio, target (``--oracle``: the class one-hot as audio); ``flip``: rows mirrored."""
         d, a = (tr, arrays["train"]) if split == "train" else (te, arrays["test"])
         at = torch.from_numpy(idx).to(device)
-        frames = a["frames"][at].permute(0, 4, 1, 2, 3).float() / 255.0
-        target = a["target"][at]
+        out = {k: a[k][at] for k in ("frames", "audio", "target")}
         if flip is not None and flip.any():
             f = torch.from_numpy(flip).to(device)
-            frames[f] = frames[f].flip(-1)
-            target[f] = target[f].flip(-1)
-        audio = None
-        if use_audio:
-            audio = a["audio"][at].clone()
-            if args.oracle:
-                audio.zero_()
-                for i, j in enumerate(idx):
-                    if d["cond"][j] != "silent":
-                        audio[i, d["label"][j] + 1] = 1.0
-        return frames, audio, target
+            out["frames"][f] = out["frames"][f].flip(-2)
+            out["target"][f] = out["target"][f].flip(-1)
+        if args.oracle:
+            out["audio"].zero_()
+            for i, j in enumerate(idx):
+                if d["cond"][j] != "silent":
+                    out["audio"][i, d["label"][j] + 1] = 1.0
+        return out
 
     def evaluate(model: torch.nn.Module, use_audio: bool) -> dict[str, float]:
         model.eval()
@@ -286,8 +289,11 @@ def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
             for start in range(0, len(te["label"]), args.eval_batch):
                 idx = np.arange(start, min(start + args.eval_batch, len(te["label"])))
-                frames, audio, _ = inputs("test", idx, use_audio)
-                preds.append(model(frames, audio).float().cpu().numpy())
+                rows = batch("test", idx)
+                frames = rows["frames"].permute(0, 4, 1, 2, 3).float() / 255.0
+                preds.append(
+                    model(frames, rows["audio"] if use_audio else None).float().cpu().numpy()
+                )
         model.train()
         return per_condition(correlation(np.concatenate(preds), te["target"]), te)
 
@@ -299,24 +305,17 @@ def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
         step += 1
         idx = rng.choice(len(tr["label"]), args.batch)
         flip = rng.random(args.batch) < 0.5
-        for name, (model, opt, use_audio) in variants.items():
-            frames, audio, target = inputs("train", idx, use_audio, flip)
-            with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
-                pred = model(frames, audio)
-            loss, _ = saliency_loss(pred.float(), target, cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses[name].append(loss.item())
+        for name, (model, opt, run) in variants.items():
+            loss, _, _ = train_step(model, opt, batch("train", idx, flip), run, device)
+            losses[name].append(loss)
         out_of_time = args.max_seconds and time.perf_counter() - started > args.max_seconds
         if step % args.eval_every == 0 or step == args.steps or out_of_time:
             took = time.perf_counter() - started
             entry = {"step": step, "seconds": round(took, 1)}
-            for name, (model, _, use_audio) in variants.items():
+            for name, (model, _, run) in variants.items():
                 entry[name] = {
                     "train_loss": round(float(np.mean(losses[name][-args.eval_every :])), 4),
-                    "test_cc": evaluate(model, use_audio),
+                    "test_cc": evaluate(model, run.network.model.use_audio),
                 }
             history.append(entry)
             print(json.dumps(entry), flush=True)
