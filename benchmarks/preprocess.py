@@ -5,20 +5,26 @@ In one run, on the same copies of one clip, for each dataset size in ``--videos`
 1. *baseline*: plain ``ffmpeg`` decoding + scaling every video to raw RGB frames at the
    model size (the same filter chain as :func:`preprocessing.ffmpeg.iter_frames`: scale with
    area interpolation, rgb24 to a pipe that this process reads in 1 MiB pieces and
-   discards), ``--cpus`` videos at a time. It runs right before and right after the job;
-   the ratio uses the mean of both rates, so a change in the machine's load during the
-   run weighs on both sides alike;
+   discards), ``--cpus`` videos at a time;
 2. *job*: the Ray Data job (:func:`preprocessing.pipeline.preprocess`) writing the segment
-   shards of the same videos, on a local Ray with ``--cpus`` CPUs. Ray's start-up is
-   timed apart: ``ray.init`` and a no-op Ray Data job (the first Ray Data job of a Ray
-   session spends seconds importing Ray Data in the driver and in every worker, once per
-   session, whatever the dataset). The job's time includes everything else, among it the
-   first import of this project's modules in each worker.
+   shards of the same videos into a new folder, on a local Ray with ``--cpus`` CPUs. Ray's
+   start-up is timed apart: ``ray.init`` and a no-op Ray Data job (the first Ray Data job
+   of a Ray session spends seconds importing Ray Data in the driver and in every worker,
+   once per session, whatever the dataset). The job's time includes everything else; the
+   first round of the first size also pays the first import of this project's modules in
+   each worker.
 
-Prints frames/s of both and their ratio (goal ≥ 0.8), the load average around each
-measurement (other work on the machine skews the numbers), and the peak memory (driver
-RSS and the sum over Ray worker processes, sampled every 50 ms) for each size (memory must
-stay flat as the number of videos grows).
+The two alternate: baseline, job, baseline, job, …, baseline (``--rounds`` jobs). Each
+round's ratio divides the job's frames/s by the mean of the baselines right before and
+right after it, so a change in the machine's speed during the run weighs on both sides
+alike; the median over the rounds is the figure to quote (this VM's speed wanders by ±10 %
+from one minute to the next).
+
+Prints, per round, frames/s of both and their ratio (goal ≥ 0.8) and the CPU time per
+frame of both (the benchmark process, the ffmpeg processes and the whole local Ray tree),
+the load average around each measurement (other work on the machine skews the numbers),
+and the peak memory during the jobs (driver RSS and the sum over Ray worker processes,
+sampled every 50 ms) for each size (memory must stay flat as the number of videos grows).
 
     python benchmarks/preprocess.py --clip ../shared/data/media/chaplin.mp4 --videos 10 40
 """
@@ -31,6 +37,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -174,10 +181,20 @@ class MemorySampler(threading.Thread):
         self.driver_peak = 0
         self.workers_peak = 0
         self._halt = threading.Event()
+        self._paused = threading.Event()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def run(self) -> None:
         me = psutil.Process()
         while not self._halt.is_set():
+            if self._paused.is_set():  # the baseline runs: not the job's memory
+                self._halt.wait(0.05)
+                continue
             self.driver_peak = max(self.driver_peak, me.memory_info().rss)
             workers = 0
             for proc in me.children(recursive=True):
@@ -203,6 +220,9 @@ def main() -> None:
     parser.add_argument("--preset", default="paper", choices=("paper", "tiny"))
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--stride", type=int, help="window stride (default T/2)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="job runs per size, each between two baselines"
+    )
     args = parser.parse_args()
 
     import ray
@@ -224,41 +244,54 @@ def main() -> None:
           f"on {len(set(warm_pids))} workers")  # fmt: skip
     for count in args.videos:
         with tempfile.TemporaryDirectory() as tmp:
-            root, out = Path(tmp) / "clips", Path(tmp) / "out"
+            root = Path(tmp) / "clips"
             total = make_dataset(args.clip, root, count)
             videos = sorted((root / "videos").iterdir())
             load = [os.getloadavg()[0]]
             cpu = CpuClock()
-            base_frames, base_s = ffmpeg_baseline(videos, size, args.cpus)
-            base_cpu = cpu.lap()
+            base = [ffmpeg_baseline(videos, size, args.cpus)]  # (frames, seconds)
+            base_cpu = [cpu.lap()]
             load.append(os.getloadavg()[0])
-            sampler = MemorySampler()
+            jobs, sampler = [], MemorySampler()
             sampler.start()
-            start = time.perf_counter()
-            report = preprocess(f"csv:{root}", out, config=config, options=opts, log=lambda _: None)
-            job_s = time.perf_counter() - start
+            for k in range(args.rounds):
+                out = Path(tmp) / f"out{k}"  # a new folder: nothing is done before
+                start = time.perf_counter()
+                report = preprocess(
+                    f"csv:{root}", out, config=config, options=opts, log=lambda _: None
+                )
+                jobs.append((report, time.perf_counter() - start, cpu.lap()))
+                load.append(os.getloadavg()[0])
+                shutil.rmtree(out)
+                sampler.pause()
+                base.append(ffmpeg_baseline(videos, size, args.cpus))
+                base_cpu.append(cpu.lap())
+                sampler.resume()
+                load.append(os.getloadavg()[0])
             sampler.stop()
-            job_cpu = cpu.lap()
-            load.append(os.getloadavg()[0])
-            after_frames, after_s = ffmpeg_baseline(videos, size, args.cpus)
-            base_cpu += cpu.lap()
-            load.append(os.getloadavg()[0])
-            ffmpeg_fps = (base_frames / base_s + after_frames / after_s) / 2
-            base_cpu_ms = 1000 * base_cpu / (base_frames + after_frames)
-            job_cpu_ms = 1000 * job_cpu / max(report.frames, 1)
+            rounds = []
+            for k, (report, job_s, job_cpu) in enumerate(jobs):
+                # The baselines right before and right after this round, equally weighted.
+                ffmpeg_fps = sum(f / s for f, s in base[k : k + 2]) / 2
+                base_cpu_ms = 1000 * sum(base_cpu[k : k + 2]) / sum(f for f, _ in base[k : k + 2])
+                job_cpu_ms = 1000 * job_cpu / max(report.frames, 1)
+                rounds.append({
+                    "ffmpeg_fps": ffmpeg_fps,
+                    "job_fps": report.frames / job_s,
+                    "job_s": job_s,
+                    "ratio": report.frames / job_s / ffmpeg_fps,
+                    "ffmpeg_cpu_ms_per_frame": base_cpu_ms,
+                    "job_cpu_ms_per_frame": job_cpu_ms,
+                    "cpu_ratio": base_cpu_ms / job_cpu_ms,
+                })  # fmt: skip
+            report = jobs[0][0]
             row = {
                 "videos": count,
                 "frames": total,
-                "ffmpeg_fps_before": base_frames / base_s,
-                "ffmpeg_fps_after": after_frames / after_s,
-                "ffmpeg_fps": ffmpeg_fps,
-                "job_fps": report.frames / job_s,
-                "job_s": job_s,
-                "ratio": (report.frames / job_s) / ffmpeg_fps,
+                "rounds": rounds,
+                "ratio_median": statistics.median(r["ratio"] for r in rounds),
+                "cpu_ratio_median": statistics.median(r["cpu_ratio"] for r in rounds),
                 "load_avg_1min": load,
-                "ffmpeg_cpu_ms_per_frame": base_cpu_ms,
-                "job_cpu_ms_per_frame": job_cpu_ms,
-                "cpu_ratio": base_cpu_ms / job_cpu_ms,
                 "windows": report.windows,
                 "failed": report.failed,
                 "shard_MiB": report.bytes / 2**20,
@@ -267,15 +300,20 @@ def main() -> None:
                 "workers_peak_MiB": sampler.workers_peak / 2**20,
             }
             results.append(row)
+            print(f"{count:3d} videos, {total} frames, {report.windows} windows, "
+                  f"{row['bytes_per_window'] / 1024:.0f} KiB/window; load "
+                  f"{' → '.join(f'{v:.1f}' for v in load)}")  # fmt: skip
+            for k, r in enumerate(rounds):
+                print(
+                    f"    round {k + 1}: ffmpeg {r['ffmpeg_fps']:.0f} frames/s, job "
+                    f"{r['job_fps']:.0f} frames/s, ratio {r['ratio']:.2f}; CPU per frame: "
+                    f"ffmpeg {r['ffmpeg_cpu_ms_per_frame']:.2f} ms, job "
+                    f"{r['job_cpu_ms_per_frame']:.2f} ms (ratio {r['cpu_ratio']:.2f})"
+                )
             print(
-                f"{count:3d} videos, {total} frames: ffmpeg {row['ffmpeg_fps']:.0f} frames/s "
-                f"({row['ffmpeg_fps_before']:.0f} before, {row['ffmpeg_fps_after']:.0f} after), "
-                f"job {row['job_fps']:.0f} frames/s, ratio {row['ratio']:.2f}; "
-                f"load {' → '.join(f'{v:.1f}' for v in load)}; CPU per frame: ffmpeg "
-                f"{base_cpu_ms:.2f} ms, job {job_cpu_ms:.2f} ms (ratio {row['cpu_ratio']:.2f}); "
-                f"{report.windows} windows, {row['bytes_per_window'] / 1024:.0f} KiB/window; "
-                f"peak RSS driver {row['driver_peak_MiB']:.0f} MiB, "
-                f"Ray workers {row['workers_peak_MiB']:.0f} MiB"
+                f"    median ratio {row['ratio_median']:.2f} (CPU "
+                f"{row['cpu_ratio_median']:.2f}); peak RSS driver "
+                f"{row['driver_peak_MiB']:.0f} MiB, Ray workers {row['workers_peak_MiB']:.0f} MiB"
             )
     ray.shutdown()
     cpu = platform.processor() or platform.machine()

@@ -591,6 +591,9 @@ def iter_jpeg_frames(
         format="image2pipe",
         vcodec="mjpeg",
         fps_mode="passthrough",
+        # A pipe gets each packet on its own by default (241 writes for 241 frames, and a
+        # wake-up of the reader each); unflushed, ffmpeg writes 32 KiB at a time.
+        flush_packets=0,
         # The standard tables (Annex K.3): one pass per frame; "optimal" tables (ffmpeg's
         # default) need a second pass over the coefficients for ≈ 3 % smaller files.
         huffman=_HUFFMAN,
@@ -1074,5 +1077,5 @@ def _audio_output(source: Any, sample_rate: int, url: str) -> Any:
     return (
         source["a:0"]
         .filter("aresample", osr=sample_rate, ochl="mono", rematrix_maxval=1, first_pts=0)
-        .output(url, format="f32le", acodec="pcm_f32le")
+        .output(url, format="f32le", acodec="pcm_f32le", flush_packets=0)
     )

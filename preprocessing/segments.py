@@ -21,7 +21,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -259,13 +261,39 @@ def encode_map_png(saliency: np.ndarray) -> bytes:
     """A map ``[H, W]`` (any non-negative scale) as 8-bit grey PNG, maximum 255 (zeros stay)."""
     peak = float(saliency.max()) if saliency.size else 0.0
     scaled = saliency / peak * 255.0 if peak > 0 else np.zeros_like(saliency)
-    buf = io.BytesIO()
-    # zlib level 1: 0.9 instead of 2.2 ms (level 6) for a 224×384 map, files 20 % larger
-    # (8.8 instead of 7.2 KB in a ≈ 500 KB row); decoding costs the same.
-    Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L").save(
-        buf, format="PNG", compress_level=1
+    return png_gray8(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def png_gray8(image: np.ndarray) -> bytes:
+    """``uint8 [H, W]`` as a PNG file (8-bit greyscale, no interlace), written directly.
+
+    Every row gets PNG's "Up" filter (the difference to the row above, one NumPy step),
+    then zlib at level 1: for a blurred fixation map 0.3 ms and ≈ 8.5 KB at 224×384,
+    where Pillow's encoder at level 1 took 0.8 ms for ≈ 8.8 KB. Any PNG reader decodes it
+    (PNG specification, filter type 2; tests compare with Pillow's decoding).
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim != 2 or 0 in image.shape:
+        raise ValueError(f"png_gray8 needs a non-empty [H, W] image, got shape {image.shape}")
+    height, width = image.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = 2  # filter type "Up"; the first row's "above" is zeros
+    rows[0, 1:] = image[0]
+    np.subtract(image[1:], image[:-1], out=rows[1:, 1:])  # modulo 256, as PNG wants
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bit, grey
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", header),
+            chunk(b"IDAT", zlib.compress(rows.data, 1)),
+            chunk(b"IEND", b""),
+        )
     )
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- rows
@@ -469,6 +497,13 @@ _COMPRESSION = {
 }
 
 
+# Min/max statistics only for the scalar columns: for the JPEG, PNG, audio and point
+# columns nobody filters on them, and computing them took ≈ 2 ms per video of 14 windows.
+_STATISTICS_COLUMNS = [
+    fld.name for fld in SCHEMA if not (pa.types.is_list(fld.type) or pa.types.is_binary(fld.type))
+]
+
+
 class ShardWriter:
     """Writes rows to ``<stem>-00000.parquet, -00001 …`` under temporary names.
 
@@ -504,7 +539,11 @@ class ShardWriter:
             temp = self.folder / f".{self.stem}-{len(self.temps):05d}.parquet.tmp"
             self.temps.append(temp)
             self._writer = pq.ParquetWriter(
-                temp, self.schema, compression=_COMPRESSION, use_dictionary=_DICTIONARY_COLUMNS
+                temp,
+                self.schema,
+                compression=_COMPRESSION,
+                use_dictionary=_DICTIONARY_COLUMNS,
+                write_statistics=_STATISTICS_COLUMNS,
             )
             self._file_bytes = 0
         self._writer.write_table(rows_to_table(self._buffer))

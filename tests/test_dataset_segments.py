@@ -30,7 +30,9 @@ from preprocessing.segments import (
     SCHEMA_VERSION,
     SegmentOptions,
     decode_segment,
+    encode_map_png,
     iter_segments,
+    png_gray8,
     write_video,
 )
 from preprocessing.sources import dhf1k, stavis
@@ -177,3 +179,21 @@ def test_annotation_problems_fail_without_leaving_files(avad, tmp_path: Path) ->
         and "all 2 gaze points of the windows' last frames fall outside" in summary.reason
     )
     assert not list(out.rglob("*.parquet*"))
+
+
+def test_png_writer_round_trips_through_pillow() -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((1, 1), (3, 5), (40, 1))]
+    # A smooth map with a jump down the rows (the "Up" filter wraps modulo 256).
+    yy, xx = np.mgrid[0:224, 0:384]
+    smooth = np.exp(-((xx - 200.0) ** 2 + (yy - 90.0) ** 2) / 800.0)
+    smooth[100:] = 1.0 - smooth[100:]
+    images.append(np.rint(smooth * 255).astype(np.uint8))
+    for image in images:
+        with Image.open(io.BytesIO(png_gray8(image))) as png:
+            assert png.format == "PNG" and png.mode == "L" and png.size == image.shape[::-1]
+            assert np.array_equal(np.asarray(png), image)
+    with Image.open(io.BytesIO(encode_map_png(smooth * 7.0))) as png:
+        assert np.array_equal(np.asarray(png), images[-1])
+    with pytest.raises(ValueError, match="non-empty"):
+        png_gray8(np.zeros((0, 4), np.uint8))
