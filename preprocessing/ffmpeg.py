@@ -274,23 +274,41 @@ def _scan(src: _Source) -> _Scan:
         "pipe:", c="copy", f="framecrc"
     )
     rc, out, err = _run(graph, "info")
-    lines = _log_lines(err)
+    return _parse_scan(src, rc, out.decode("ascii", errors="replace"), _log_lines(err))
+
+
+@dataclass(frozen=True)
+class _Described:
+    """What the ``Input #0`` description says (:func:`_describe`)."""
+
+    duration_s: float | None
+    video: str | None  # the first (non-cover-art) video stream's description
+    audio: str | None  # the first audio stream's description
+    rotation: float
+
+
+def _describe(section: list[str]) -> _Described:
+    streams = _streams(section)
+    video = next((s for kind, s in streams if kind == "Video" and "attached pic" not in s), None)
+    audio = next((s for kind, s in streams if kind == "Audio"), None)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", "\n".join(section))
+    return _Described(_duration(section), video, audio, float(rot.group(1)) if rot else 0.0)
+
+
+def _parse_scan(src: _Source, rc: int, table: str, lines: list[tuple[str, str]]) -> _Scan:
+    """A :class:`_Scan` from a run that copied the first video stream into ``framecrc``:
+    its exit code, the ``framecrc`` text and its stderr lines at level info."""
     errors = _errors(lines)
     section = _input_section(lines)
     if section is None:
         raise _failure(src, errors, "opening it")
-    duration = _duration(section)
-    video = next(
-        (s for kind, s in _streams(section) if kind == "Video" and "attached pic" not in s), None
-    )
-    audio = next((s for kind, s in _streams(section) if kind == "Audio"), None)
-    rot = re.search(r"rotation of (-?[\d.]+) degrees", "\n".join(section))
-    rotation = float(rot.group(1)) if rot else 0.0
+    desc = _describe(section)
+    duration, video, audio, rotation = desc.duration_s, desc.video, desc.audio, desc.rotation
     if video is None:
         return _Scan(duration, None, audio, rotation, None, np.zeros(0), 0.0, 0.0, 0, errors)
     if rc != 0:
         raise _failure(src, errors, "reading the video stream")
-    tb, dims, pts, dur = _packet_table(out.decode("ascii", errors="replace"))
+    tb, dims, pts, dur = _packet_table(table)
     packets = len(pts)
     valid = pts != _NOPTS
     if packets and valid.all():
@@ -402,19 +420,26 @@ def probe(path: str | Path, *, frames_dir_pattern: str | None = None) -> MediaIn
 def _probe_source(src: _Source) -> MediaInfo:
     if src.is_sequence:
         return _probe_sequence(src)
-    scan = _scan(src)
+    return _media_info(src, _scan(src))
+
+
+def _frame_size(video: str) -> tuple[int, int] | None:
+    """(width, height) from a video stream's description."""
+    m = re.search(r", (\d+)x(\d+)[ ,\[]", video)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _media_info(src: _Source, scan: _Scan) -> MediaInfo:
+    """The :class:`MediaInfo` of a file from its scan (InputError where it does not fit)."""
     if scan.video is None:
         kinds = "audio only" if scan.audio else "no streams ffmpeg can decode"
         raise InputError(f"{src.name}: no video stream ({kinds})")
     if scan.packets == 0:
         raise InputError(f"{src.name}: the video stream has no frames")
-    if scan.dims is not None:
-        width, height = scan.dims
-    else:
-        m = re.search(r", (\d+)x(\d+)[ ,\[]", scan.video)
-        if not m:
-            raise InputError(f"{src.name}: ffmpeg reports no frame size ({scan.video})")
-        width, height = int(m.group(1)), int(m.group(2))
+    dims = scan.dims or _frame_size(scan.video)
+    if dims is None:
+        raise InputError(f"{src.name}: ffmpeg reports no frame size ({scan.video})")
+    width, height = dims
     if round(abs(scan.rotation)) % 180 == 90:  # ffmpeg rotates frames on decode
         width, height = height, width
     nominal = _nominal_fps(scan.video)
@@ -579,32 +604,10 @@ def iter_jpeg_frames(
     suits the dataset job, which runs one video per CPU: threads on top of that cost CPU
     time for nothing (1–15 % here). None: ffmpeg's choice, for one video on an idle machine.
     """
-    luma, chroma = jpeg_quant_tables(quality)
     src, info, _, source, stream, expected = _frame_graph(
         path, size, fps, frames_dir_pattern, info, jfif=True, threads=threads
     )
-    # JFIF readers decode full-range BT.601 YCbCr: convert to it from whatever matrix and
-    # range the video declares (a BT.709 HD video decoded as BT.601 is off in hue). One
-    # swscale pass with the scaling (see _frame_graph).
-    graph = stream.filter("format", "yuvj420p").output(
-        "pipe:",
-        format="image2pipe",
-        vcodec="mjpeg",
-        fps_mode="passthrough",
-        # A pipe gets each packet on its own by default (241 writes for 241 frames, and a
-        # wake-up of the reader each); unflushed, ffmpeg writes 32 KiB at a time.
-        flush_packets=0,
-        # The standard tables (Annex K.3): one pass per frame; "optimal" tables (ffmpeg's
-        # default) need a second pass over the coefficients for ≈ 3 % smaller files.
-        huffman=_HUFFMAN,
-        **({"threads": threads} if threads is not None else {}),
-        # The encoder multiplies its matrices by qscale / 8: qscale 8 keeps them as given.
-        **{
-            "q:v": 8,
-            "intra_matrix": ",".join(map(str, luma)),
-            "chroma_intra_matrix": ",".join(map(str, chroma)),
-        },
-    )
+    graph = _jpeg_output(stream, quality, threads)
     extra: _AudioOutput | None = None
     if audio is not None:
         if info.has_audio and not src.is_sequence:
@@ -619,8 +622,6 @@ def iter_jpeg_frames(
         # Bytes of an unfinished file left at the end: ffmpeg stopped early, which the
         # frame count tells (with ffmpeg's own error).
 
-    if threads is not None:
-        graph = graph.global_args("-filter_complex_threads", str(threads))
     return _stream_frames(src, graph, expected, images, lambda image: image, extra)
 
 
@@ -659,9 +660,45 @@ def _frame_graph(
         expected = info.cfr_frame_count(fps)
     else:
         expected = info.frame_count or 0
+    return src, info, (height, width), source, _scaled(stream, height, width, jfif), expected
+
+
+def _scaled(stream: Any, height: int, width: int, jfif: bool) -> Any:
+    """``stream`` scaled to (height, width) with area interpolation; ``jfif``: converted to
+    full-range BT.601 YCbCr in the same swscale pass (:func:`iter_jpeg_frames`)."""
     colour = {"out_color_matrix": "bt601", "out_range": "pc"} if jfif else {}
-    stream = stream.filter("scale", width, height, flags="area", **colour)
-    return src, info, (height, width), source, stream, expected
+    return stream.filter("scale", width, height, flags="area", **colour)
+
+
+def _jpeg_output(stream: Any, quality: int, threads: int | None) -> Any:
+    """``stream`` (scaled with ``jfif``) as back-to-back JPEG files to stdout: the encoder
+    settings of :func:`iter_jpeg_frames`."""
+    luma, chroma = jpeg_quant_tables(quality)
+    # JFIF readers decode full-range BT.601 YCbCr: convert to it from whatever matrix and
+    # range the video declares (a BT.709 HD video decoded as BT.601 is off in hue). One
+    # swscale pass with the scaling (see _scaled).
+    graph = stream.filter("format", "yuvj420p").output(
+        "pipe:",
+        format="image2pipe",
+        vcodec="mjpeg",
+        fps_mode="passthrough",
+        # A pipe gets each packet on its own by default (241 writes for 241 frames, and a
+        # wake-up of the reader each); unflushed, ffmpeg writes 32 KiB at a time.
+        flush_packets=0,
+        # The standard tables (Annex K.3): one pass per frame; "optimal" tables (ffmpeg's
+        # default) need a second pass over the coefficients for ≈ 3 % smaller files.
+        huffman=_HUFFMAN,
+        **({"threads": threads} if threads is not None else {}),
+        # The encoder multiplies its matrices by qscale / 8: qscale 8 keeps them as given.
+        **{
+            "q:v": 8,
+            "intra_matrix": ",".join(map(str, luma)),
+            "chroma_intra_matrix": ",".join(map(str, chroma)),
+        },
+    )
+    if threads is not None:
+        graph = graph.global_args("-filter_complex_threads", str(threads))
+    return graph
 
 
 # The JPEG encoder's Huffman tables: "default" = JPEG Annex K.3's (one pass per frame),
@@ -686,20 +723,23 @@ class PipedAudio:
         self._lock = threading.Lock()
         self._data = np.zeros(0, dtype=np.float32)
         self._count = 0
+        # Samples at the front that lie before the first frame (:class:`OnePass` learns
+        # how many only after its process started, so it keeps them and sets this).
+        self._lead = 0
         self._ended = False  # the pipe reached its end (or there is nothing to read)
         self.complete = False
 
     def available(self) -> int:
-        return self._count
+        return max(self._count - self._lead, 0)
 
     def ready(self, stop: int) -> bool:
         """True when samples ``[0, stop)`` are all here, or no more will come."""
-        return self._ended or self._count >= stop
+        return self._ended or self._count - self._lead >= stop
 
     def waveform(self) -> np.ndarray:
         """``float32 [S]``: every sample so far (a view; later samples do not change it)."""
         with self._lock:
-            return self._data[: self._count]
+            return self._data[min(self._lead, self._count) : self._count]
 
     def _append(self, samples: np.ndarray) -> None:
         with self._lock:
@@ -756,6 +796,13 @@ class _AudioOutput(threading.Thread):
         finally:
             self.audio._ended = True
 
+    def discard(self) -> None:
+        """The process did not start: close both ends of the pipe."""
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+
     def started(self) -> None:
         """After the process started: the parent's write end is not needed any more."""
         os.close(self.write_fd)
@@ -769,6 +816,15 @@ class _AudioOutput(threading.Thread):
             with contextlib.suppress(OSError):
                 os.close(self.read_fd)
             self.read_fd = -1
+
+
+def _popen(args: list[str], fds: tuple[int, ...]) -> subprocess.Popen:
+    """Start ffmpeg with stdout and stderr piped: an argv list, no shell; ``fds`` (the
+    write ends of extra output pipes) are the only descriptors it inherits."""
+    try:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
+    except OSError as exc:
+        raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
 
 
 def _stream_frames(
@@ -791,17 +847,11 @@ def _stream_frames(
     try:
         if audio is not None:
             graph = audio.add_to(graph)
-        args = graph.compile(cmd=_cmd("error"))
         fds = (audio.write_fd,) if audio is not None else ()
-        # An argv list, no shell; the audio pipe's write end is the only fd ffmpeg inherits.
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
-    except BaseException as exc:
-        if audio is not None and audio.write_fd >= 0:
-            os.close(audio.write_fd)
-            os.close(audio.read_fd)
-            audio.read_fd = audio.write_fd = -1
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot run ffmpeg ({ffmpeg_exe()}): {exc}") from None
+        proc = _popen(graph.compile(cmd=_cmd("error")), fds)
+    except BaseException:
+        if audio is not None:
+            audio.discard()
         raise
     assert proc.stdout is not None and proc.stderr is not None
     if audio is not None:
@@ -856,6 +906,275 @@ def _stream_frames(
             audio.close()  # EOF once ffmpeg is gone
         tail.join(timeout=5)  # it sees EOF once ffmpeg is gone
         proc.stderr.close()
+
+
+# --------------------------------------------------------------------------- one pass
+
+
+class NeedsProbe(Exception):
+    """:class:`OnePass` met what only the probe-first path decodes right: a variable frame
+    rate, no nominal frame rate, a missing audio track, read errors, or a frame count,
+    size or first-frame time other than it assumed. Not a fault of the file: decode it
+    again with :func:`probe` first (:func:`iter_jpeg_frames`), which also reports real
+    faults as :class:`InputError`."""
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    """What ffmpeg's ``Input #0`` description of a file says, before any frame."""
+
+    fps: float  # the nominal frame rate
+    width: int  # displayed size (rotation applied)
+    height: int
+    has_audio: bool
+    audio_channels: int
+
+
+# The first frame's time is taken as the smallest timestamp among this many video packets
+# (decoders reorder frames over at most 16); the end of the pass checks it against all.
+_SETTLE_PACKETS = 32
+
+
+class _TableReader(threading.Thread):
+    """Collects what ffmpeg writes to a pipe (the ``framecrc`` packet table)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.read_fd, self.write_fd = os.pipe()
+        self._chunks: list[bytes] = []
+
+    def run(self) -> None:
+        try:
+            while chunk := os.read(self.read_fd, 1 << 16):
+                self._chunks.append(chunk)
+        except OSError:  # the read end was closed: the pass was abandoned
+            pass
+
+    def text(self) -> str:
+        """The complete lines so far."""
+        data = b"".join(list(self._chunks))
+        return data[: data.rfind(b"\n") + 1].decode("ascii", errors="replace")
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+
+
+class _StderrLog(threading.Thread):
+    """Reads a process's stderr to its end, keeping every line; :attr:`head` is set once
+    the ``Input #0`` description has ended (or stderr did)."""
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.raw: list[str] = []
+        self.head = threading.Event()
+
+    def run(self) -> None:
+        in_input = False
+        for raw in iter(self.pipe.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            self.raw.append(line)
+            if not self.head.is_set():
+                m = _LINE.match(line)
+                msg = m.group("msg") if m else line
+                if in_input and not msg.startswith(" "):
+                    self.head.set()
+                in_input = in_input or msg.startswith("Input #0")
+        self.head.set()
+
+    def lines(self) -> list[tuple[str, str]]:
+        return _log_lines("\n".join(list(self.raw)))
+
+
+class OnePass:
+    """:func:`probe` and :func:`iter_jpeg_frames` (every frame, its own audio) of a video
+    file in one ffmpeg process: one process start and one demuxing pass fewer per video,
+    ≈ 30 ms of CPU for a 10 s clip (docs/PERFORMANCE.md).
+
+    The process starts at once. Its ``Input #0`` description (stderr) gives
+    :attr:`head`: the nominal frame rate, the displayed size and the audio track, all that
+    is needed before the first frame. Next to the JPEG files and the audio it copies the
+    video packets into a ``framecrc`` table on a third pipe, the probe's scan. The first
+    frame's time (audio before it is dropped, as :func:`decode_audio` does) is the smallest
+    timestamp of the first packets. After the last frame the table and the log give
+    exactly what :func:`probe` would have said; where that differs from what was assumed
+    (variable frame rate, another first-frame time, frame count or size) or ffmpeg
+    reported an error, :meth:`frames` raises :class:`NeedsProbe` and the caller decodes the
+    file the probe-first way. :class:`NeedsProbe` also comes from the constructor for a
+    file ffmpeg does not describe as expected (no video stream or no nominal frame rate).
+
+    ``audio``: a :class:`PipedAudio` to fill, on :func:`decode_audio`'s clock, or None.
+    A file without an audio track gets a second start without the audio output (the
+    description says so before any frame), and ``audio`` ends empty at once.
+    Frames are those of :func:`iter_jpeg_frames` with ``fps=None`` byte for byte.
+    :meth:`close` (also at the end of :meth:`frames`) stops ffmpeg and its threads.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        size: tuple[int, int],
+        *,
+        quality: int = 90,
+        audio: PipedAudio | None = None,
+        threads: int | None = 1,
+    ) -> None:
+        self.src = _source(path)
+        if self.src.is_sequence:
+            raise InputError(f"{self.src.name}: one pass reads a video file, not a sequence")
+        height, width = size
+        if height < 1 or width < 1:
+            raise InputError(f"size must be positive (H, W), got {size}")
+        self.audio = audio
+        self.info: MediaInfo | None = None  # probe()'s result, once the frames have ended
+        self._start_s: float | None = None
+        self._args = (height, width, quality, threads)
+        self._start(with_audio=audio is not None)
+        if audio is not None and not self.head.has_audio:
+            # No audio track, so no audio output: as iter_jpeg_frames, audio ends empty.
+            self.close()
+            audio._finish()
+            self._start(with_audio=False)
+
+    def _start(self, with_audio: bool) -> None:
+        height, width, quality, threads = self._args
+        self._closed = False
+        threading_args = {"threads": threads} if threads is not None else {}
+        source = ffmpeg_python.input(self.src.url, **threading_args)
+        graph = _jpeg_output(_scaled(source["V:0"], height, width, True), quality, threads)
+        self._table = _TableReader()
+        table = source["V:0"].output(f"pipe:{self._table.write_fd}", c="copy", f="framecrc")
+        graph = ffmpeg_python.merge_outputs(graph, table)
+        fds = [self._table.write_fd]
+        self._audio = _AudioOutput(self.audio, 0.0, source) if with_audio else None
+        try:
+            if self._audio is not None:
+                graph = self._audio.add_to(graph)
+                fds.append(self._audio.write_fd)
+            self.proc = _popen(graph.compile(cmd=_cmd("info")), tuple(fds))
+        except BaseException:
+            self._table.close()
+            if self._audio is not None:
+                self._audio.discard()
+            raise
+        os.close(self._table.write_fd)
+        self._table.write_fd = -1
+        self._table.start()
+        if self._audio is not None:
+            self._audio.started()
+        self._log = _StderrLog(self.proc.stderr)
+        self._log.start()
+        self._log.head.wait()
+        try:
+            self.head = self._read_head()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_head(self) -> StreamHead:
+        section = _input_section(self._log.lines())
+        if section is None:
+            raise NeedsProbe("ffmpeg did not describe the file")
+        desc = _describe(section)
+        if desc.video is None:
+            raise NeedsProbe("no video stream")
+        fps, size = _nominal_fps(desc.video), _frame_size(desc.video)
+        if not fps or size is None:
+            raise NeedsProbe("no nominal frame rate or frame size")
+        width, height = size
+        if round(abs(desc.rotation)) % 180 == 90:  # ffmpeg rotates frames on decode
+            width, height = height, width
+        channels = _audio_format(desc.audio)[1] if desc.audio else 0
+        return StreamHead(fps, width, height, desc.audio is not None, channels)
+
+    def frames(self) -> Iterator[bytes]:
+        """The JPEG files, each decoded frame once and in order; then the checks
+        (:class:`NeedsProbe`). Closing the iterator early stops ffmpeg."""
+        assert self.proc.stdout is not None
+        splitter = JpegSplitter(self.src.name)
+        held: list[bytes] | None = []  # until the first frame's time is known
+        count = 0
+        try:
+            while chunk := self.proc.stdout.read1(1 << 16):
+                images = splitter.feed(chunk)
+                if held is not None:
+                    held += images
+                    if not self._settle(final=False):
+                        continue
+                    images, held = held, None
+                for image in images:
+                    count += 1
+                    yield image
+            if held is not None:
+                self._settle(final=True)
+                for image in held:
+                    count += 1
+                    yield image
+            self._finish(count)
+        finally:
+            self.close()
+
+    def _settle(self, final: bool) -> bool:
+        """Take the first frame's time from the packets so far, once there are enough of
+        them (or all); the audio then drops what lies before it. False: not yet."""
+        if final:
+            self.proc.wait()
+            self._table.join()
+        tb, _, pts, _ = _packet_table(self._table.text())
+        if not final and pts.size < _SETTLE_PACKETS:
+            return False
+        # As probe(): the smallest presentation time, 0 where packets carry none.
+        self._start_s = float(pts.min() * tb) if pts.size and (pts != _NOPTS).all() else 0.0
+        if self._audio is not None:
+            self._audio.audio._lead = round(self._start_s * self._audio.audio.sample_rate)
+        return True
+
+    def _finish(self, count: int) -> None:
+        rc = self.proc.wait()
+        self._table.join()
+        self._log.join()
+        if self._audio is not None:
+            self._audio.close()
+        lines = self._log.lines()
+        if rc != 0 or _errors(lines):
+            raise NeedsProbe(f"ffmpeg reported errors (exit code {rc})")
+        try:
+            info = _media_info(self.src, _parse_scan(self.src, rc, self._table.text(), lines))
+        except InputError as exc:
+            raise NeedsProbe(str(exc)) from None
+        differs = {
+            "variable frame rate": info.variable_frame_rate,
+            "frame rate": info.fps != self.head.fps,
+            "frame size": (info.width, info.height) != (self.head.width, self.head.height),
+            "frame count": info.frame_count != count,
+            "first frame's time": info.start_s != self._start_s,
+            "audio track": info.has_audio != self.head.has_audio,
+        }
+        if any(differs.values()):
+            raise NeedsProbe(", ".join(k for k, v in differs.items() if v))
+        self.info = info
+        if self._audio is not None:
+            self._audio.audio.complete = True
+
+    def close(self) -> None:
+        """Stop ffmpeg (when still running) and its threads; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        if self._audio is not None:
+            self._audio.close()  # EOF once ffmpeg is gone
+        self._table.join(timeout=5)
+        self._table.close()
+        self._log.join(timeout=5)
+        self.proc.stderr.close()
 
 
 # --------------------------------------------------------------------------- JPEG

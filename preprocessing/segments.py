@@ -18,8 +18,10 @@ Layout of an output folder::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import struct
 import time
@@ -40,6 +42,8 @@ from avrsp.errors import AVRSPError, InputError
 from preprocessing import ffmpeg
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
 from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pydantic's models: not imported by the Ray workers (≈ 0.1 s each)
     from avrsp.config import AVRSPConfig
@@ -159,6 +163,8 @@ class _Media:
 
     The audio is either ``waveform`` (decoded before the frames: a separate audio file) or
     ``piped`` (the video's own track, which the frames' ffmpeg process decodes too).
+    ``one_pass``: the running ffmpeg process that gives the frames, the audio and the
+    probe's findings together (then ``info`` is None).
     """
 
     fps: float
@@ -166,11 +172,18 @@ class _Media:
     resample_fps: float | None
     waveform: np.ndarray
     notes: list[str]
-    info: ffmpeg.MediaInfo  # reused by the decoder
+    info: ffmpeg.MediaInfo | None  # reused by the decoder
     piped: ffmpeg.PipedAudio | None = None
+    one_pass: ffmpeg.OnePass | None = None
+
+    def close(self) -> None:
+        if self.one_pass is not None:
+            self.one_pass.close()
 
 
-def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
+def _open_media(record: VideoRecord, opts: SegmentOptions, one_pass: bool = False) -> _Media:
+    if one_pass and not record.is_frame_folder and record.audio in (None, record.frames):
+        return _open_one_pass(record, opts)
     notes: list[str] = []
     resample: float | None = None
     channels = 0
@@ -231,6 +244,33 @@ def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
     )
 
 
+def _open_one_pass(record: VideoRecord, opts: SegmentOptions) -> _Media:
+    """The video's ffmpeg process started, its description read (:class:`ffmpeg.OnePass`;
+    :class:`ffmpeg.NeedsProbe` where the file needs the probe first)."""
+    piped = ffmpeg.PipedAudio(opts.sample_rate) if record.audio is not None else None
+    stream = ffmpeg.OnePass(
+        record.frames, (opts.height, opts.width), quality=opts.jpeg_quality, audio=piped
+    )
+    head = stream.head
+    notes = (
+        [f"{head.audio_channels}-channel audio downmixed to mono"]
+        if piped and (head.audio_channels > 2)
+        else []
+    )
+    if piped is None:
+        notes.append(_NO_AUDIO)
+    return _Media(
+        fps=float(record.fps or head.fps),
+        native_size=(head.height, head.width),
+        resample_fps=None,
+        waveform=np.zeros(0, dtype=np.float32),
+        notes=notes,
+        info=None,
+        piped=piped,
+        one_pass=stream,
+    )
+
+
 _NO_AUDIO = "no audio: silent buffers, has_audio = false"
 
 
@@ -238,6 +278,8 @@ def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Ite
     """The frames at the model size as JPEG files, in order: ffmpeg scales and encodes
     them (:func:`preprocessing.ffmpeg.iter_jpeg_frames`, quality ``opts.jpeg_quality``),
     and decodes the video's own audio into ``media.piped`` on the way."""
+    if media.one_pass is not None:
+        return media.one_pass.frames()
     size = (opts.height, opts.width)
     fps = media.fps if record.is_frame_folder else media.resample_fps
     return ffmpeg.iter_jpeg_frames(
@@ -313,14 +355,32 @@ def iter_segments(
     *,
     counters: _Counters | None = None,
     notes: list[str] | None = None,
+    one_pass: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The rows of one video, in order (schema :data:`SCHEMA`, docs/DATA.md).
 
     Raises InputError for unreadable media and annotations that do not fit the video
     (checked after the last frame, so a caller must not publish rows before the end).
+    ``one_pass``: decode a video file with :class:`ffmpeg.OnePass` (one ffmpeg process
+    instead of a probe and a decoding process: the rows are the same); it may raise
+    :class:`ffmpeg.NeedsProbe`, also after rows came: then start over without it
+    (:func:`write_video` does).
     """
     counters = counters if counters is not None else _Counters()
-    media = _open_media(record, opts)
+    media = _open_media(record, opts, one_pass)
+    try:
+        yield from _iter_rows(record, opts, media, counters, notes)
+    finally:
+        media.close()
+
+
+def _iter_rows(
+    record: VideoRecord,
+    opts: SegmentOptions,
+    media: _Media,
+    counters: _Counters,
+    notes: list[str] | None,
+) -> Iterator[dict[str, Any]]:
     if notes is not None:
         notes.extend(media.notes)
     loader: FixationLoader = record.fixations.open(fps=media.fps, native_size=media.native_size)
@@ -621,44 +681,52 @@ def write_video(
     folder = shard_folder(out, record)
     stem = safe_name(record.video_id)
     _remove_leftovers(folder, stem)
-    writer = ShardWriter(
-        folder,
-        stem,
-        opts,
-        {
-            "avrsp.record": record.to_json(),
-            "avrsp.options": json.dumps(asdict(opts)),
-            "avrsp.config": config_json,
-        },
-    )
-    counters = _Counters()
-    notes: list[str] = []
-    try:
-        for row in iter_segments(record, opts, counters=counters, notes=notes):
-            summary.has_audio = bool(row["has_audio"])
-            summary.fps = float(row["fps"])
-            writer.add(row)
-        finals = writer.commit()
-    except AVRSPError as exc:
-        writer.abort()
-        summary.status, summary.reason = "failed", str(exc)
-    except Exception as exc:  # a library error we did not foresee: report, never lose others
-        writer.abort()
-        summary.status = "failed"
-        summary.reason = f"{record.frames}: {type(exc).__name__}: {exc}"
-    else:
-        summary.windows = writer.rows
-        summary.files = [str(p.relative_to(out)) for p in finals]
-        summary.bytes = sum(p.stat().st_size for p in finals)
-        if summary.windows == 0:
+    metadata = {
+        "avrsp.record": record.to_json(),
+        "avrsp.options": json.dumps(asdict(opts)),
+        "avrsp.config": config_json,
+    }
+    # One ffmpeg process first; where it cannot do the file alone, the probe-first way.
+    for one_pass in (True, False):
+        writer = ShardWriter(folder, stem, opts, metadata)
+        counters = _Counters()
+        notes: list[str] = []
+        try:
+            rows = iter_segments(record, opts, counters=counters, notes=notes, one_pass=one_pass)
+            with contextlib.closing(rows):  # ffmpeg stops at once should writing fail
+                for row in rows:
+                    summary.has_audio = bool(row["has_audio"])
+                    summary.fps = float(row["fps"])
+                    writer.add(row)
+            finals = writer.commit()
+        except ffmpeg.NeedsProbe as why:
+            writer.abort()
+            if one_pass:
+                log.debug("%s: decoding again, probe first (%s)", record.frames, why)
+                continue
+            summary.status, summary.reason = "failed", f"{record.frames}: {why}"
+        except AVRSPError as exc:
+            writer.abort()
+            summary.status, summary.reason = "failed", str(exc)
+        except Exception as exc:  # a library error we did not foresee: report, never lose others
+            writer.abort()
             summary.status = "failed"
-            summary.reason = (
-                f"{record.dataset}/{record.video_id}: no window has a target map "
-                f"({counters.frames} frames, {counters.without_target} windows without fixations)"
-            )
-            for path in finals:
-                path.unlink(missing_ok=True)
-            summary.files, summary.bytes = [], 0
+            summary.reason = f"{record.frames}: {type(exc).__name__}: {exc}"
+        else:
+            summary.windows = writer.rows
+            summary.files = [str(p.relative_to(out)) for p in finals]
+            summary.bytes = sum(p.stat().st_size for p in finals)
+            if summary.windows == 0:
+                summary.status = "failed"
+                summary.reason = (
+                    f"{record.dataset}/{record.video_id}: no window has a target map "
+                    f"({counters.frames} frames, {counters.without_target} windows without "
+                    "fixations)"
+                )
+                for path in finals:
+                    path.unlink(missing_ok=True)
+                summary.files, summary.bytes = [], 0
+        break
     summary.frames = counters.frames
     summary.fixation_points = counters.points
     summary.fixations_dropped = counters.dropped

@@ -13,6 +13,8 @@ import pytest
 from avrsp.errors import InputError
 from preprocessing.ffmpeg import (
     JpegSplitter,
+    NeedsProbe,
+    OnePass,
     PipedAudio,
     decode_audio,
     decode_frames,
@@ -438,13 +440,12 @@ def test_ffmpeg_exe_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         ffmpeg_exe()
 
 
-def test_audio_from_the_frames_process_generated_files(tmp_path: Path) -> None:
-    """The single-process audio equals decode_audio for audio that starts after the video
-    (silence first), before it (samples dropped), 5.1, and a VFR file resampled to CFR; a
-    video without audio gets the command line without the audio output."""
-    late, early, surround, mute = (
-        tmp_path / n for n in ("late.mkv", "early.mkv", "51.mp4", "m.mp4")
-    )
+@pytest.fixture(scope="module")
+def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Audio that starts after the video (late) and before it (early), 5.1 audio, no
+    audio (mute), and a VFR video with audio (vfr_a)."""
+    root = tmp_path_factory.mktemp("av")
+    late, early, surround, mute = (root / n for n in ("late.mkv", "early.mkv", "51.mp4", "m.mp4"))
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1.2",
             "-itsoffset", "0.3", "-f", "lavfi", "-i", "sine=f=440:d=0.9:sample_rate=44100",
             "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
@@ -460,6 +461,20 @@ def test_audio_from_the_frames_process_generated_files(tmp_path: Path) -> None:
             "-c:a", "aac", str(surround))  # fmt: skip
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.4", "-c:v", "libx264",
             "-pix_fmt", "yuv420p", str(mute))  # fmt: skip
+    vfr = root / "vfr_a.mp4"
+    _vfr_file(root / "vfr.mp4")
+    _ffmpeg("-i", str(root / "vfr.mp4"), "-f", "lavfi", "-i", "sine=f=500:d=2",
+            "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(vfr))  # fmt: skip
+    return {"late": late, "early": early, "surround": surround, "mute": mute, "vfr_a": vfr}
+
+
+def test_audio_from_the_frames_process_generated_files(av_files: dict[str, Path]) -> None:
+    """The single-process audio equals decode_audio for audio that starts after the video
+    (silence first), before it (samples dropped), 5.1, and a VFR file resampled to CFR; a
+    video without audio gets the command line without the audio output."""
+    late, early, surround, mute, vfr = (
+        av_files[k] for k in ("late", "early", "surround", "mute", "vfr_a")
+    )
     assert probe(early).start_s > 0.2  # the first frame is 0.24 s into the audio
     assert probe(surround).audio_channels == 6
     for path in (late, early, surround):
@@ -473,10 +488,6 @@ def test_audio_from_the_frames_process_generated_files(tmp_path: Path) -> None:
     assert np.abs(audio.waveform()[: int(0.28 * SR)]).max() < 1e-3
     assert _tone_level(audio.waveform()[int(0.4 * SR) : int(1.1 * SR)], 440) > 0.1
     # VFR → CFR with the audio in the same process.
-    vfr = tmp_path / "vfr_a.mp4"
-    _vfr_file(tmp_path / "vfr.mp4")
-    _ffmpeg("-i", str(tmp_path / "vfr.mp4"), "-f", "lavfi", "-i", "sine=f=500:d=2",
-            "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(vfr))  # fmt: skip
     assert probe(vfr).variable_frame_rate
     jpegs, audio = _frames_and_piped_audio(vfr, fps=30)
     assert len(jpegs) == 60
@@ -486,6 +497,51 @@ def test_audio_from_the_frames_process_generated_files(tmp_path: Path) -> None:
     frames = iter_jpeg_frames(mute, (24, 32), audio=audio)
     assert audio.complete and audio.waveform().shape == (0,)
     assert len(list(frames)) == 10
+
+
+def _one_pass(path: Path, audio: bool = True) -> tuple[list[bytes], PipedAudio | None, OnePass]:
+    piped = PipedAudio(SR) if audio else None
+    stream = OnePass(path, (24, 32), quality=90, audio=piped)
+    return list(stream.frames()), piped, stream
+
+
+def test_one_pass_is_the_probe_and_the_frames_together(av_files: dict[str, Path]) -> None:
+    """OnePass gives iter_jpeg_frames' files byte for byte, decode_audio's samples and
+    probe()'s MediaInfo from one process, also where the first frame is not at the
+    clock's zero (audio before it is dropped)."""
+    for name in ("late", "early", "surround"):
+        path = av_files[name]
+        info = probe(path)
+        jpegs, audio, stream = _one_pass(path)
+        assert stream.head.fps == info.fps == 25 and stream.head.has_audio
+        assert (stream.head.width, stream.head.height) == (info.width, info.height) == (64, 48)
+        assert stream.info == info
+        assert jpegs == list(iter_jpeg_frames(path, (24, 32), info=info, quality=90))
+        assert audio is not None and audio.complete
+        assert audio.available() == decode_audio(path, SR).size > 0.9 * SR
+        np.testing.assert_array_equal(audio.waveform(), decode_audio(path, SR))
+    assert probe(av_files["early"]).start_s > 0.2  # 0.24 s of audio before the first frame
+    assert _one_pass(av_files["surround"])[2].head.audio_channels == 6
+    for wanted in (False, True):  # no audio track: the audio ends empty (after a restart)
+        jpegs, audio, stream = _one_pass(av_files["mute"], audio=wanted)
+        assert len(jpegs) == 10 and stream.info == probe(av_files["mute"])
+        assert not stream.head.has_audio and (audio is None or audio.waveform().size == 0)
+        assert audio is None or audio.complete
+
+
+def test_one_pass_hands_over_what_it_cannot_do(
+    av_files: dict[str, Path], cut_files: dict[str, Path]
+) -> None:
+    """A VFR file (known after the frames) and a truncated file raise NeedsProbe, and
+    leave no ffmpeg behind."""
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process()
+    with pytest.raises(NeedsProbe, match="variable frame rate"):
+        _one_pass(av_files["vfr_a"])
+    for path in cut_files.values():
+        with pytest.raises(NeedsProbe):
+            _one_pass(path)
+    assert not any("ffmpeg" in p.name() for p in me.children())
 
 
 def test_frames_with_audio_closed_early_leave_nothing_behind(tmp_path: Path) -> None:
@@ -505,5 +561,16 @@ def test_frames_with_audio_closed_early_leave_nothing_behind(tmp_path: Path) -> 
     assert not any("ffmpeg" in p.name() for p in me.children())
     assert me.num_fds() == fds
     assert not audio.complete and audio.ready(10**9)  # ended, but incomplete
+    # The same for one pass: closed after a few frames, and closed before any.
+    for wanted in (3, 0):
+        audio = PipedAudio(SR)
+        stream = OnePass(path, (24, 32), audio=audio)
+        frames = stream.frames()
+        assert len([next(frames) for _ in range(wanted)]) == wanted
+        frames.close()
+        stream.close()
+        assert not any("ffmpeg" in p.name() for p in me.children())
+        assert me.num_fds() == fds
+        assert not audio.complete and stream.info is None
     with pytest.raises(InputError, match="sample_rate"):
         PipedAudio(100)

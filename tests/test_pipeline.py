@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -163,3 +164,40 @@ def test_ray_job_end_to_end(ray_session, tmp_path: Path) -> None:
     ds = ray_session.data.read_parquet(str(out / "shards"))
     assert ds.count() == 10
     assert sorted({r["video"] for r in ds.select_columns(["video"]).take_all()}) == ["a", "b"]
+
+
+def test_one_pass_writes_the_rows_of_the_probe_first_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """write_video decodes each video in one ffmpeg process (frames, audio and the probe's
+    scan) and falls back to the probe-first way where that cannot work alone; the shards
+    hold exactly the rows of the probe-first way in both cases."""
+    import logging
+
+    import pyarrow.parquet as pq
+
+    from preprocessing.segments import iter_segments, write_video
+    from preprocessing.sources import open_source
+
+    root = build_clips(tmp_path / "clips", ["good"])
+    make_video(root / "videos" / "silent.mp4", audio=None)
+    make_video(root / "videos" / "surround.mp4", audio="5.1")
+    make_video(root / "videos" / "vfr.mp4", vfr=True)
+    rows = gaze_rows("good", 20) + gaze_rows("silent", 20) + gaze_rows("surround", 20)
+    write_gaze_csv(root / "gaze.csv", rows + gaze_rows("vfr", 14))
+    opts = small_options()
+    caplog.set_level(logging.DEBUG, logger="preprocessing.segments")
+    for record in open_source(f"csv:{root}").records:
+        summary = write_video(record, opts, tmp_path / "out")
+        assert summary.status == "ok", summary.reason
+        files = [tmp_path / "out" / f for f in summary.files]
+        written = pq.read_table(files).to_pylist()
+        expected = list(iter_segments(record, opts))
+        assert len(written) == len(expected) == summary.windows > 0
+        for got, want in zip(written, expected, strict=True):
+            assert got["frames_jpeg"] == want["frames_jpeg"]
+            assert got["target_png"] == want["target_png"]
+            assert np.array_equal(np.asarray(got["audio"], np.float32), want["audio"])
+            assert got["has_audio"] == want["has_audio"]
+    again = {r.getMessage().split(":")[0].rsplit("/", 1)[-1] for r in caplog.records}
+    assert again == {"vfr.mp4"}  # a variable frame rate
