@@ -121,8 +121,10 @@ def fixation_map(
     out = np.zeros((out_h, out_w), dtype=np.float32)
     if inside.shape[0] == 0:
         return out, dropped
-    # The binary map: one entry per fixated native pixel.
-    cells = np.unique(np.floor(inside).astype(np.int64), axis=0)
+    # The binary map: one entry per fixated native pixel (unique by the pixel's index).
+    pixel = np.floor(inside).astype(np.int64)
+    index = np.unique(pixel[:, 1] * width + pixel[:, 0])
+    cells = np.stack([index % width, index // width], axis=1)
     if method == "direct":
         out = _direct(cells, (height, width), sigma, (out_h, out_w))
     elif method == "native":
@@ -147,11 +149,12 @@ def _direct(
 ) -> np.ndarray:
     (height, width), (out_h, out_w) = native, out
     sy, sx = out_h / height, out_w / width
-    gy = _gaussians((cells[:, 1] + 0.5) * sy, sigma * sy, out_h)  # [K, h]
-    gx = _gaussians((cells[:, 0] + 0.5) * sx, sigma * sx, out_w)  # [K, w]
+    gy = _gaussians((cells[:, 1] + 0.5) * sy, sigma * sy, out_h).astype(np.float32)  # [K, h]
+    gx = _gaussians((cells[:, 0] + 0.5) * sx, sigma * sx, out_w).astype(np.float32)  # [K, w]
     # einsum's own loop, not BLAS: a BLAS call this small loses more to thread start-up
-    # and contention (measured 12 ms vs 2 ms on a loaded 2-core machine).
-    return np.einsum("ki,kj->ij", gy, gx).astype(np.float32)
+    # and contention (measured 12 ms vs 2 ms on a loaded 2-core machine). In float32: the
+    # sum of K products is as exact as the map needs, at half the time of float64.
+    return np.einsum("ki,kj->ij", gy, gx)
 
 
 def _native(

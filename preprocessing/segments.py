@@ -302,8 +302,11 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 def encode_map_png(saliency: np.ndarray) -> bytes:
     """A map ``[H, W]`` (any non-negative scale) as 8-bit grey PNG, maximum 255 (zeros stay)."""
     peak = float(saliency.max()) if saliency.size else 0.0
-    scaled = saliency / peak * 255.0 if peak > 0 else np.zeros_like(saliency)
-    return png_gray8(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+    if peak <= 0:
+        return png_gray8(np.zeros(saliency.shape, np.uint8))
+    scaled = saliency * np.float32(255.0 / peak)
+    np.rint(scaled, out=scaled)
+    return png_gray8(np.clip(scaled, 0, 255, out=scaled).astype(np.uint8))
 
 
 def png_gray8(image: np.ndarray) -> bytes:
