@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--stride", type=int, help="window stride (default T/2)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="job runs per size, each between two baselines"
+        "--rounds", type=int, default=5, help="job runs per size, each between two baselines"
     )
     args = parser.parse_args()
 

@@ -5,8 +5,10 @@ Complements ``benchmarks/preprocess.py`` (the ratio) with the split behind it
 
 1. ffmpeg command lines on one copy, CPU ms (``getrusage`` of the waited children, minimum
    and median of ``--repeats`` runs): the baseline with ffmpeg's default threads and with one
-   thread, decoding alone, the video part of the job's frames process (MJPEG, and raw
-   output instead to isolate the encoder), its audio part alone, and the probe scan;
+   thread, decoding alone, the video part of the job's process (MJPEG, and raw output
+   instead to isolate the encoder), its audio part alone, the whole of it (frames, audio and
+   the packet table: :class:`preprocessing.ffmpeg.OnePass`), and the probe scan (which the
+   job now runs only for files that one process cannot do alone);
 2. one video written in this process (``write_video``): Python's CPU and its ffmpeg
    children's, per video;
 3. ``--videos`` copies written without Ray, one and two processes at a time
@@ -15,9 +17,10 @@ Complements ``benchmarks/preprocess.py`` (the ratio) with the split behind it
 
     python benchmarks/preprocess_costs.py --clip ../shared/data/media/chaplin.mp4 --videos 40
 
-The command lines of step 1 mirror those :func:`preprocessing.ffmpeg.iter_jpeg_frames` and
-:func:`preprocessing.ffmpeg.probe` build (the quantization matrices left at ffmpeg's own
-for ``-q:v 8``, which costs the same); run on an otherwise idle machine.
+The command lines of step 1 mirror those :class:`preprocessing.ffmpeg.OnePass`,
+:func:`preprocessing.ffmpeg.iter_jpeg_frames` and :func:`preprocessing.ffmpeg.probe` build
+(the quantization matrices left at ffmpeg's own for ``-q:v 8``, which costs the same; the
+audio and the packet table to ``/dev/null``); run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def command_costs(video: Path, size: tuple[int, int], repeats: int) -> None:
             "-map", "[v]", "-f", "rawvideo", *one, "pipe:", *tail],
         "job's audio part alone": [*base, *one, "-i", video, "-filter_complex", pcm, "-map",
             "[a]", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:", *tail],
+        "job's one process": [*base, *one, "-i", video, "-filter_complex", f"{jfif};{pcm}",
+            "-map", "[v]", "-f", "image2pipe", "-fps_mode", "passthrough", "-flush_packets",
+            "0", "-huffman", "default", "-q:v", "8", *one, "-vcodec", "mjpeg", "pipe:",
+            "-map", "[a]", "-f", "f32le", "-acodec", "pcm_f32le", "-flush_packets", "0",
+            "-y", "/dev/null", "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-y",
+            "/dev/null", *tail],
         "probe scan (framecrc)": [*base, "-i", video, "-map", "0:V:0?", "-f", "framecrc",
             "-c", "copy", "pipe:"],
         "starting ffmpeg (-version)": [ffmpeg.ffmpeg_exe(), "-version"],
