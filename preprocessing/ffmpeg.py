@@ -1046,7 +1046,11 @@ class OnePass:
         source = ffmpeg_python.input(self.src.url, **threading_args)
         graph = _jpeg_output(_scaled(source["V:0"], height, width, True), quality, threads)
         self._table = _TableReader()
-        table = source["V:0"].output(f"pipe:{self._table.write_fd}", c="copy", f="framecrc")
+        # The table in 4 KiB writes (≈ 70 packets) rather than a line per packet: fewer
+        # wake-ups of its reader; the first frames wait for the first write (_settle).
+        table = source["V:0"].output(
+            f"pipe:{self._table.write_fd}", c="copy", f="framecrc", flush_packets=0, blocksize=4096
+        )
         graph = ffmpeg_python.merge_outputs(graph, table)
         fds = [self._table.write_fd]
         self._audio = _AudioOutput(self.audio, 0.0, source) if with_audio else None
