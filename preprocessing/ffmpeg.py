@@ -37,7 +37,12 @@ the first video frame:
   ffmpeg encodes itself (no raw frame passes through Python; :func:`jpeg_quant_tables`
   says how the 1–100 quality maps to ffmpeg's encoder). With a :class:`PipedAudio` the
   same process also decodes the audio, exactly as ``decode_audio`` does, onto a second
-  pipe: one process and one pass over the file per video for the dataset job.
+  pipe.
+- :class:`OnePass` is ``probe`` and ``iter_jpeg_frames`` (every frame, the audio) in one
+  process: the packet table of the probe's scan comes on a third pipe and is checked
+  after the last frame. The dataset job uses it; where a file needs the probe first
+  (variable frame rate, read errors, …) it raises :class:`NeedsProbe` and the job decodes
+  that file again the two-step way.
 
 Policies:
 
