@@ -259,13 +259,19 @@ def _failure(src: _Source, errors: list[str], what: str) -> InputError:
 
 
 @dataclass(frozen=True)
-class _Scan:
-    """What one stream-copy pass over a source tells."""
+class _Described:
+    """What the ``Input #0`` description says (:func:`_describe`)."""
 
     duration_s: float | None
     video: str | None  # the first (non-cover-art) video stream's description
     audio: str | None  # the first audio stream's description
     rotation: float
+
+
+@dataclass(frozen=True)
+class _Scan(_Described):
+    """What one stream-copy pass over a source tells: the description, and the packets."""
+
     dims: tuple[int, int] | None  # (width, height) from the packet table
     times: np.ndarray  # [N] presentation times of the video packets, seconds, sorted
     last_duration: float  # duration of the last frame, seconds (0 where unknown)
@@ -280,16 +286,6 @@ def _scan(src: _Source) -> _Scan:
     )
     rc, out, err = _run(graph, "info")
     return _parse_scan(src, rc, out.decode("ascii", errors="replace"), _log_lines(err))
-
-
-@dataclass(frozen=True)
-class _Described:
-    """What the ``Input #0`` description says (:func:`_describe`)."""
-
-    duration_s: float | None
-    video: str | None  # the first (non-cover-art) video stream's description
-    audio: str | None  # the first audio stream's description
-    rotation: float
 
 
 def _describe(section: list[str]) -> _Described:
@@ -1330,12 +1326,10 @@ def _probe_sequence(src: _Source) -> MediaInfo:
     if scan.video is None or scan.packets == 0:
         raise InputError(f"{src.name}: no images match the pattern")
     fps = float(src.input_args.get("framerate", 25))
-    width, height = scan.dims or (0, 0)
-    if not width:
-        m = re.search(r", (\d+)x(\d+)[ ,\[]", scan.video)
-        if not m:
-            raise InputError(f"{src.name}: ffmpeg reports no image size")
-        width, height = int(m.group(1)), int(m.group(2))
+    dims = scan.dims or _frame_size(scan.video)
+    if dims is None:
+        raise InputError(f"{src.name}: ffmpeg reports no image size")
+    width, height = dims
     return MediaInfo(
         path=Path(src.name),
         width=width,
