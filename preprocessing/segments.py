@@ -252,13 +252,11 @@ def _open_one_pass(record: VideoRecord, opts: SegmentOptions) -> _Media:
         record.frames, (opts.height, opts.width), quality=opts.jpeg_quality, audio=piped
     )
     head = stream.head
-    notes = (
-        [f"{head.audio_channels}-channel audio downmixed to mono"]
-        if piped and (head.audio_channels > 2)
-        else []
-    )
+    notes: list[str] = []
     if piped is None:
         notes.append(_NO_AUDIO)
+    elif head.audio_channels > 2:
+        notes.append(f"{head.audio_channels}-channel audio downmixed to mono")
     return _Media(
         fps=float(record.fps or head.fps),
         native_size=(head.height, head.width),
@@ -276,8 +274,9 @@ _NO_AUDIO = "no audio: silent buffers, has_audio = false"
 
 def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Iterator[bytes]:
     """The frames at the model size as JPEG files, in order: ffmpeg scales and encodes
-    them (:func:`preprocessing.ffmpeg.iter_jpeg_frames`, quality ``opts.jpeg_quality``),
-    and decodes the video's own audio into ``media.piped`` on the way."""
+    them (:func:`preprocessing.ffmpeg.iter_jpeg_frames`, quality ``opts.jpeg_quality``, or
+    the running :class:`preprocessing.ffmpeg.OnePass`), and decodes the video's own audio
+    into ``media.piped`` on the way."""
     if media.one_pass is not None:
         return media.one_pass.frames()
     size = (opts.height, opts.width)
@@ -608,7 +607,7 @@ class ShardWriter:
                 use_dictionary=_DICTIONARY_COLUMNS,
                 # Room for every distinct frame of a row group: at the default 1 MiB the
                 # frames' dictionary fills up and the rest is stored plainly, each frame
-                # T / stride times (503 instead of 478 KiB per paper-preset row).
+                # T / stride times (503 instead of 479 KiB per paper-preset row).
                 dictionary_pagesize_limit=self.opts.row_group_bytes,
                 write_statistics=_STATISTICS_COLUMNS,
             )
