@@ -799,10 +799,7 @@ class _AudioOutput(threading.Thread):
 
     def discard(self) -> None:
         """The process did not start: close both ends of the pipe."""
-        for fd in (self.read_fd, self.write_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.read_fd = self.write_fd = -1
+        _close_pipe(self)
 
     def started(self) -> None:
         """After the process started: the parent's write end is not needed any more."""
@@ -817,6 +814,14 @@ class _AudioOutput(threading.Thread):
             with contextlib.suppress(OSError):
                 os.close(self.read_fd)
             self.read_fd = -1
+
+
+def _close_pipe(reader: _AudioOutput | _TableReader) -> None:
+    """Close whichever ends of a reader's pipe are still open (-1: closed)."""
+    for fd in (reader.read_fd, reader.write_fd):
+        if fd >= 0:
+            os.close(fd)
+    reader.read_fd = reader.write_fd = -1
 
 
 def _popen(args: list[str], fds: tuple[int, ...]) -> subprocess.Popen:
@@ -914,8 +919,8 @@ def _stream_frames(
 
 class NeedsProbe(Exception):
     """:class:`OnePass` met what only the probe-first path decodes right: a variable frame
-    rate, no nominal frame rate, a missing audio track, read errors, or a frame count,
-    size or first-frame time other than it assumed. Not a fault of the file: decode it
+    rate, no nominal frame rate, read errors, or a frame count, size, first-frame time or
+    audio track other than it assumed. Not a fault of the file: decode it
     again with :func:`probe` first (:func:`iter_jpeg_frames`), which also reports real
     faults as :class:`InputError`."""
 
@@ -957,10 +962,7 @@ class _TableReader(threading.Thread):
         return data[: data.rfind(b"\n") + 1].decode("ascii", errors="replace")
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.read_fd = self.write_fd = -1
+        _close_pipe(self)
 
 
 class _StderrLog(threading.Thread):
