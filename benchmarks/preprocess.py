@@ -23,8 +23,9 @@ from one minute to the next).
 Prints, per round, frames/s of both and their ratio (goal ≥ 0.8) and the CPU time per
 frame of both (the benchmark process, the ffmpeg processes and the whole local Ray tree),
 the load average around each measurement (other work on the machine skews the numbers),
-and the peak memory during the jobs (driver RSS and the sum over Ray worker processes,
-sampled every 50 ms) for each size (memory must stay flat as the number of videos grows).
+and the peak memory of each size (driver RSS and the sum of the Ray worker processes'
+peaks, as the kernel tracks them: :class:`PeakMemory`; memory must stay flat as the
+number of videos grows).
 
     python benchmarks/preprocess.py --clip ../shared/data/media/chaplin.mp4 --videos 10 40
 """
@@ -40,7 +41,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -168,49 +168,60 @@ def warm_up_ray_data(cpus: int) -> list[int]:
     return pids
 
 
-class MemorySampler(threading.Thread):
-    """Peak RSS of this process and of its Ray worker processes (sum), every 50 ms.
+class PeakMemory:
+    """Peak RSS of this process and the sum of its Ray workers' peaks, as the kernel
+    tracks them (``VmHWM`` in ``/proc/PID/status``), since :meth:`reset`.
 
-    Only this process's descendants count (the local Ray started here): other Ray
-    sessions on the same machine are not ours. Idle workers count; Ray's agents and a
-    worker's ffmpeg do not.
+    Nothing runs during the measurement: a thread that sampled every process's RSS every
+    50 ms took 12 % of a core, all of it charged to the job (it paused during the
+    baselines). :meth:`reset` restarts each process's peak at its current RSS (``5`` to
+    ``/proc/PID/clear_refs``, Linux ≥ 4.0). Only this process's descendants count (the
+    local Ray started here), workers titled ``ray::IDLE``, ``ray::<task>`` and so on, not
+    Ray's agents nor a worker's ffmpeg. A sum of peaks is at least the peak of the sum.
     """
 
     def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.driver_peak = 0
-        self.workers_peak = 0
-        self._halt = threading.Event()
-        self._paused = threading.Event()
+        self.since_start = False  # True when the kernel refused a reset
 
-    def pause(self) -> None:
-        self._paused.set()
-
-    def resume(self) -> None:
-        self._paused.clear()
-
-    def run(self) -> None:
-        me = psutil.Process()
-        while not self._halt.is_set():
-            if self._paused.is_set():  # the baseline runs: not the job's memory
-                self._halt.wait(0.05)
+    @staticmethod
+    def _workers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                name = proc.name()
+            except psutil.Error:
                 continue
-            self.driver_peak = max(self.driver_peak, me.memory_info().rss)
-            workers = 0
-            for proc in me.children(recursive=True):
-                try:
-                    # Workers are titled ray::IDLE, ray::<task>; not ray::DashboardAgent etc.
-                    name = proc.name()
-                    if name.startswith("ray::") and not name.endswith("Agent"):
-                        workers += proc.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.workers_peak = max(self.workers_peak, workers)
-            self._halt.wait(0.05)
+            if name.startswith("ray::") and not name.endswith("Agent"):
+                found.append(proc)
+        return found
 
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
+    @staticmethod
+    def _peak(pid: int | str) -> int:
+        """VmHWM in bytes (0 when the process is gone)."""
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def reset(self) -> None:
+        for pid in ["self", *(p.pid for p in psutil.Process().children(recursive=True))]:
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as refs:
+                    refs.write("5")
+            except FileNotFoundError:
+                continue  # the process has ended
+            except OSError:
+                self.since_start = True
+
+    def driver(self) -> int:
+        return self._peak("self")
+
+    def workers(self) -> int:
+        return sum(self._peak(p.pid) for p in self._workers())
 
 
 def main() -> None:
@@ -252,8 +263,8 @@ def main() -> None:
             base = [ffmpeg_baseline(videos, size, args.cpus)]  # (frames, seconds)
             base_cpu = [cpu.lap()]
             load.append(os.getloadavg()[0])
-            jobs, sampler = [], MemorySampler()
-            sampler.start()
+            jobs, memory = [], PeakMemory()
+            memory.reset()
             for k in range(args.rounds):
                 out = Path(tmp) / f"out{k}"  # a new folder: nothing is done before
                 start = time.perf_counter()
@@ -263,12 +274,10 @@ def main() -> None:
                 jobs.append((report, time.perf_counter() - start, cpu.lap()))
                 load.append(os.getloadavg()[0])
                 shutil.rmtree(out)
-                sampler.pause()
                 base.append(ffmpeg_baseline(videos, size, args.cpus))
                 base_cpu.append(cpu.lap())
-                sampler.resume()
                 load.append(os.getloadavg()[0])
-            sampler.stop()
+            driver_peak, workers_peak = memory.driver(), memory.workers()
             rounds = []
             for k, (report, job_s, job_cpu) in enumerate(jobs):
                 # The baselines right before and right after this round, equally weighted.
@@ -296,8 +305,9 @@ def main() -> None:
                 "failed": report.failed,
                 "shard_MiB": report.bytes / 2**20,
                 "bytes_per_window": report.bytes / max(report.windows, 1),
-                "driver_peak_MiB": sampler.driver_peak / 2**20,
-                "workers_peak_MiB": sampler.workers_peak / 2**20,
+                "driver_peak_MiB": driver_peak / 2**20,
+                "workers_peak_MiB": workers_peak / 2**20,
+                "peaks_since_process_start": memory.since_start,
             }
             results.append(row)
             print(f"{count:3d} videos, {total} frames, {report.windows} windows, "

@@ -947,18 +947,18 @@ class _TableReader(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.read_fd, self.write_fd = os.pipe()
-        self._chunks: list[bytes] = []
+        self.chunks: list[bytes] = []
 
     def run(self) -> None:
         try:
             while chunk := os.read(self.read_fd, 1 << 16):
-                self._chunks.append(chunk)
+                self.chunks.append(chunk)
         except OSError:  # the read end was closed: the pass was abandoned
             pass
 
     def text(self) -> str:
         """The complete lines so far."""
-        data = b"".join(list(self._chunks))
+        data = b"".join(list(self.chunks))
         return data[: data.rfind(b"\n") + 1].decode("ascii", errors="replace")
 
     def close(self) -> None:
@@ -1049,8 +1049,11 @@ class OnePass:
         source = ffmpeg_python.input(self.src.url, **threading_args)
         graph = _jpeg_output(_scaled(source["V:0"], height, width, True), quality, threads)
         self._table = _TableReader()
-        # The table in 4 KiB writes (≈ 70 packets) rather than a line per packet: fewer
-        # wake-ups of its reader; the first frames wait for the first write (_settle).
+        self._table_seen = 0  # chunks of the table that _settle has parsed
+        # The table unflushed: ffmpeg writes it when its 32 KiB output buffer fills (≈ 500
+        # packets; in 4 KiB writes) or at the end, not a line per packet: fewer wake-ups of
+        # its reader. The frames wait for the first piece (_settle): for a clip of 241
+        # frames, until the end.
         table = source["V:0"].output(
             f"pipe:{self._table.write_fd}", c="copy", f="framecrc", flush_packets=0, blocksize=4096
         )
@@ -1130,6 +1133,9 @@ class OnePass:
         if final:
             self.proc.wait()
             self._table.join()
+        elif len(self._table.chunks) == self._table_seen:
+            return False  # nothing new (a short table comes in one piece at the end)
+        self._table_seen = len(self._table.chunks)
         tb, _, pts, _ = _packet_table(self._table.text())
         if not final and pts.size < _SETTLE_PACKETS:
             return False
@@ -1287,9 +1293,10 @@ class JpegSplitter:
         done: list[bytes] = []
         start = 0
         try:
-            while (length := jpeg_length(self._buf, start)) is not None:
-                done.append(bytes(self._buf[start : start + length]))
-                start += length
+            with memoryview(self._buf) as view:  # one copy per file, not two
+                while (length := jpeg_length(self._buf, start)) is not None:
+                    done.append(bytes(view[start : start + length]))
+                    start += length
         except ValueError as exc:
             raise InputError(f"{self.name}: ffmpeg wrote a damaged JPEG stream ({exc})") from None
         if start:

@@ -529,6 +529,27 @@ def test_one_pass_is_the_probe_and_the_frames_together(av_files: dict[str, Path]
         assert audio is None or audio.complete
 
 
+def test_one_pass_streams_once_the_packet_table_comes(tmp_path: Path) -> None:
+    """A short table comes in one piece at the end, so a short clip's frames wait for
+    it; past ffmpeg's 32 KiB buffer (≈ 500 packets) the first piece comes early and the
+    frames flow while ffmpeg still runs. Same files, audio and MediaInfo either way."""
+    path = tmp_path / "long.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=50:duration=24", "-f", "lavfi",
+            "-i", "sine=f=440:d=24", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            str(path))  # fmt: skip
+    audio = PipedAudio(SR)
+    stream = OnePass(path, (24, 32), quality=90, audio=audio)
+    frames = stream.frames()
+    jpegs = [next(frames)]
+    # Frames already out and the rest (hundreds of kB) beyond the pipe: ffmpeg waits.
+    assert stream.proc.poll() is None
+    jpegs += frames
+    info = probe(path)
+    assert info.frame_count == len(jpegs) == 1200 and stream.info == info
+    assert jpegs == list(iter_jpeg_frames(path, (24, 32), info=info, quality=90))
+    np.testing.assert_array_equal(audio.waveform(), decode_audio(path, SR))
+
+
 def test_one_pass_hands_over_what_it_cannot_do(
     av_files: dict[str, Path], cut_files: dict[str, Path]
 ) -> None:
