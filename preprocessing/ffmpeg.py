@@ -947,18 +947,23 @@ class _TableReader(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.read_fd, self.write_fd = os.pipe()
-        self.chunks: list[bytes] = []
+        self._chunks: list[bytes] = []
 
     def run(self) -> None:
         try:
             while chunk := os.read(self.read_fd, 1 << 16):
-                self.chunks.append(chunk)
+                self._chunks.append(chunk)
         except OSError:  # the read end was closed: the pass was abandoned
             pass
 
+    @property
+    def pieces(self) -> int:
+        """How many reads have come so far (a new one: :meth:`text` may have grown)."""
+        return len(self._chunks)
+
     def text(self) -> str:
         """The complete lines so far."""
-        data = b"".join(list(self.chunks))
+        data = b"".join(list(self._chunks))
         return data[: data.rfind(b"\n") + 1].decode("ascii", errors="replace")
 
     def close(self) -> None:
@@ -1049,7 +1054,7 @@ class OnePass:
         source = ffmpeg_python.input(self.src.url, **threading_args)
         graph = _jpeg_output(_scaled(source["V:0"], height, width, True), quality, threads)
         self._table = _TableReader()
-        self._table_seen = 0  # chunks of the table that _settle has parsed
+        self._table_seen = 0  # pieces of the table that _settle has parsed
         # The table unflushed: ffmpeg writes it when its 32 KiB output buffer fills (≈ 500
         # packets; in 4 KiB writes) or at the end, not a line per packet: fewer wake-ups of
         # its reader. The frames wait for the first piece (_settle): for a clip of 241
@@ -1133,9 +1138,9 @@ class OnePass:
         if final:
             self.proc.wait()
             self._table.join()
-        elif len(self._table.chunks) == self._table_seen:
+        elif self._table.pieces == self._table_seen:
             return False  # nothing new (a short table comes in one piece at the end)
-        self._table_seen = len(self._table.chunks)
+        self._table_seen = self._table.pieces
         tb, _, pts, _ = _packet_table(self._table.text())
         if not final and pts.size < _SETTLE_PACKETS:
             return False
