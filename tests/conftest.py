@@ -1,12 +1,21 @@
-"""Shared test fixtures.
+"""Shared test fixtures and the ``isolated`` marker.
 
 ``shared_data`` is the team's real test material in ``../shared/data`` (beside the
 checkout; ``AVRSP_SHARED`` overrides). Tests that need it skip cleanly where it is absent.
+
+``@pytest.mark.isolated`` runs a test in a fresh ``python -m pytest`` process of its own,
+so a native kernel that kills the process (a segmentation fault, an abort) or hangs fails
+that test, by name, instead of ending the whole run. It costs a few seconds per test
+(a new interpreter imports torch), so it is for tests that drive native kernels with
+unusual shapes: the backward sweeps of ``test_model.py``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +48,61 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+_CHILD = "AVRSP_ISOLATED_CHILD"
+ISOLATED_TIMEOUT_S = 600
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``isolated`` tests in a child pytest process; report how the child ended."""
+    if pyfuncitem.get_closest_marker("isolated") is None or os.environ.get(_CHILD):
+        return None
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        pyfuncitem.nodeid,
+        "-q",
+        "-rs",
+        "--no-header",
+        "-p",
+        "no:cacheprovider",
+    ]
+    try:
+        child = subprocess.run(
+            command,
+            cwd=pyfuncitem.config.rootpath,
+            env={**os.environ, _CHILD: "1"},
+            capture_output=True,
+            text=True,
+            timeout=ISOLATED_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"")[-3000:]
+        pytest.fail(
+            f"{pyfuncitem.nodeid} hung: no result after {ISOLATED_TIMEOUT_S} s in its own "
+            f"process (killed)\n{out.decode(errors='replace') if isinstance(out, bytes) else out}",
+            pytrace=False,
+        )
+    output = (child.stdout + child.stderr)[-4000:]
+    if child.returncode == 0 and " passed" in child.stdout:
+        return True
+    if child.returncode == 0 and " skipped" in child.stdout:
+        reasons = [line for line in child.stdout.splitlines() if line.startswith("SKIPPED")]
+        pytest.skip(f"in its own process: {reasons[0] if reasons else child.stdout.strip()}")
+    pytest.fail(
+        f"{pyfuncitem.nodeid} failed in its own process ({_describe(child.returncode)}):\n{output}",
+        pytrace=False,
+    )
+    return None

@@ -35,6 +35,7 @@ from avrsp.model.aspp import StageHead
 from avrsp.model.decoder import SaliencyDecoder
 from avrsp.model.fusion import build_fusion
 from avrsp.model.multiscale import MRG, MS
+from avrsp.model.onednn import guard_strided_temporal_convs
 from avrsp.model.s3d import TAP_CHANNELS, S3DEncoder
 from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
 
@@ -97,6 +98,7 @@ class AVRSP(nn.Module):
             self.mrg[str(lv)] = MRG(fused_width, widths[lv])
             fused_width = widths[lv]
         self.decoder = SaliencyDecoder(widths, config.decoder_widths, config.output_bias)
+        guard_strided_temporal_convs(self)  # avrsp.model.onednn: a CPU crash on short windows
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         if frames.ndim != 5 or frames.shape[1] != 3:

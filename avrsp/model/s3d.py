@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torchvision.models.video import s3d
 
+from avrsp.model.onednn import guard_strided_temporal_convs
+
 TAP_BLOCKS: tuple[int, int, int, int] = (3, 6, 12, 15)
 TAP_CHANNELS: tuple[int, int, int, int] = (192, 480, 832, 1024)
 
@@ -30,7 +32,9 @@ class S3DEncoder(nn.Module):
     """S3D feature blocks 0–15, returning the taps ``[X3, X2, X1, X0]``.
 
     ``bn_momentum`` replaces torchvision's 0.001 (a fine-tuning value that leaves the
-    running statistics near their initial values when training from scratch).
+    running statistics near their initial values when training from scratch). The stem's
+    strided temporal convolution is guarded against a oneDNN crash on short windows
+    (:mod:`avrsp.model.onednn`).
     """
 
     def __init__(self, bn_momentum: float = 0.1) -> None:
@@ -39,6 +43,7 @@ class S3DEncoder(nn.Module):
         for module in self.features.modules():
             if isinstance(module, nn.BatchNorm3d):
                 module.momentum = bn_momentum
+        guard_strided_temporal_convs(self.features)
 
     def forward(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """``frames [B, 3, T, H, W]`` in [-1, 1] → the four taps.

@@ -19,6 +19,18 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def onednn_version() -> str:
+    """The oneDNN (MKL-DNN) version torch was built with, from its build configuration."""
+    import re
+
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return "not built in"
+    found = re.search(r"MKL-DNN v([\w.]+)", torch.__config__.show())
+    return found.group(1) if found else "built in (version not stated)"
+
+
 def model_sizes() -> list[tuple[str, str, int]]:
     """``(preset, variant, parameters)`` for each preset in V and AV form."""
     import torch
@@ -48,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {'ffmpeg':<12} {ffmpeg_exe()}")
     except Exception as exc:  # info must always print; report what is wrong instead
         print(f"  {'ffmpeg':<12} unavailable: {exc}")
-    print(f"devices: cpu ({torch.get_num_threads()} threads)", end="")
+    print(f"  {'oneDNN':<12} {onednn_version()}")
+    print(
+        f"devices: cpu ({torch.get_num_threads()} threads, PyTorch dispatches to "
+        f"{torch.backends.cpu.get_cpu_capability()})",
+        end="",
+    )
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         print(", cuda: " + ", ".join(names))
