@@ -24,6 +24,21 @@ from avrsp.errors import ConfigError
 
 FusionMethod = Literal["ravf", "add", "mul", "concat", "bilinear", "mbt"]
 FUSION_METHODS: tuple[str, ...] = ("ravf", "add", "mul", "concat", "bilinear", "mbt")
+AudioAlignment = Literal["span", "centred", "end"]
+S3DInput = Literal["auto", "minus_one_one", "kinetics"]
+SoundNetNorm = Literal["auto", "batch", "frozen", "group"]
+TemporalReadout = Literal["mean", "attention"]
+
+# The ModelConfig fields each fusion method reads (beyond width). A field a method does not
+# read builds the same network whatever its value (ModelConfig.identity drops it).
+FUSION_FIELDS: dict[str, tuple[str, ...]] = {
+    "ravf": ("heads", "ravf_blocks", "ffn_mult"),
+    "mbt": ("heads", "ravf_blocks", "ffn_mult", "mbt_bottlenecks"),
+    "add": (),
+    "mul": (),
+    "concat": (),
+    "bilinear": (),
+}
 
 
 class _Strict(BaseModel):
@@ -49,6 +64,13 @@ class InputConfig(_Strict):
         description="length of the fixed audio buffer, seconds (at 22,050 Hz: >= 0.21 s "
         "for SoundNet-8 to give one time step, >= 0.58 s for two, which training with "
         "one window per batch needs for its BatchNorm statistics)",
+    )
+    audio_alignment: AudioAlignment = Field(
+        "span",
+        description="where the audio buffer's Hann taper sits (avrsp.audio): 'span' over "
+        "the T frames' time (the paper's reading; the predicted last frame gets little "
+        "weight), 'centred' a buffer centred on the last frame, 'end' a buffer ending "
+        "with the last frame and tapered towards its start only",
     )
 
     @property
@@ -85,7 +107,13 @@ class ModelConfig(_Strict):
     fusion: FusionMethod = Field("ravf", description="how audio and visual features meet")
     ravf_blocks: int = Field(2, ge=1, le=12, description="N, stacked RAVF blocks")
     heads: int = Field(4, ge=1, le=64, description="attention heads in RAVF/MBT")
-    width: int = Field(256, ge=4, le=2048, description="channels of every scale after ASPP+LIP")
+    width: int = Field(
+        256,
+        ge=4,
+        le=2048,
+        description="channels of X0 (where audio and vision are fused) after ASPP+LIP; "
+        "each higher-resolution level has half the channels of the one below (>= 8)",
+    )
     ffn_mult: int = Field(4, ge=1, le=8, description="RAVF feed-forward expansion")
     ms_mrg_pairs: int = Field(
         3, ge=0, le=4, description="MS&MRG pairs (Table IV): 0 none … 4 all four scales"
@@ -119,6 +147,25 @@ class ModelConfig(_Strict):
         description="initial bias of the decoder's last convolution, the logit of the "
         "background before training (sigmoid(-4) ≈ 0.018: a sparse-map prior, docs/MODEL.md)",
     )
+    s3d_input: S3DInput = Field(
+        "auto",
+        description="how RGB in [0, 1] is normalised for S3D: 'minus_one_one' (x·2−1, what "
+        "kylemin's S3D_kinetics400.pt expects), 'kinetics' (the Kinetics mean/std of "
+        "torchvision's s3d weights); 'auto' follows the layout of s3d_weights ([-1, 1] "
+        "without weights); build_model records the resolved value",
+    )
+    soundnet_norm: SoundNetNorm = Field(
+        "auto",
+        description="SoundNet-8's normalisation: 'frozen' BatchNorm on its running "
+        "statistics, 'batch' BatchNorm on batch statistics, 'group' GroupNorm (16 channels "
+        "a group, per clip); 'auto' = frozen with soundnet_weights, group without",
+    )
+    temporal_readout: TemporalReadout = Field(
+        "mean",
+        description="how the decoder reads the last frame's map from its remaining time "
+        "steps: 'mean' (unweighted), 'attention' (a learned per-pixel softmax over time, "
+        "starting as the mean)",
+    )
     s3d_weights: Path | None = Field(None, description="local Kinetics-400 S3D file")
     soundnet_weights: Path | None = Field(None, description="local SoundNet-8 file")
 
@@ -130,7 +177,45 @@ class ModelConfig(_Strict):
             raise ValueError(f"decoder_widths: all must be >= 1, got {self.decoder_widths}")
         if not self.aspp_rates or any(r < 1 for r in self.aspp_rates):
             raise ValueError(f"aspp_rates: need one or more rates >= 1, got {self.aspp_rates}")
+        # Combinations that build another configuration's network (a sweep would run them
+        # twice) or leave parameters without gradient.
+        if self.ms_mrg_pairs == 4 and self.use_ms and not self.use_mrg:
+            raise ValueError(
+                "ms_mrg_pairs: 4 with use_mrg=false builds the ms_mrg_pairs=3 network "
+                "(X̃^0 only feeds MRG, so level 0 gets no MS module); use 3"
+            )
+        if self.use_audio and self.fusion in ("ravf", "mbt") and self.heads == 1:
+            raise ValueError(
+                f"heads: 1 with fusion={self.fusion} makes the softmax over heads identically "
+                "1 (eq. 6), so the head-weight MLP gets no gradient; use heads >= 2"
+            )
         return self
+
+    def reads(self) -> tuple[str, ...]:
+        """The fields that shape this network: every field except those it ignores
+        (the fusion fields of another method, or all fusion fields in the V variant)."""
+        ignored: set[str] = {f for fields in FUSION_FIELDS.values() for f in fields}
+        if self.use_audio:
+            ignored -= set(FUSION_FIELDS[self.fusion])
+        else:
+            ignored |= {"fusion", "soundnet_norm", "soundnet_weights", "audio_scale"}
+        if not self.use_ms and not self.use_mrg:
+            ignored |= {"ms_mrg_pairs"}  # both switches off: the pairs-0 network
+        if self.ms_mrg_pairs == 0:
+            ignored |= {"use_ms", "use_mrg"}
+        return tuple(f for f in type(self).model_fields if f not in ignored)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that shape the network, with their values: two configs with the same
+        identity build the same network (the tuning sweeps skip duplicates by it)."""
+        data = self.model_dump(mode="json")
+        return {f: data[f] for f in self.reads()}
+
+    def resolved_soundnet_norm(self) -> str:
+        """The SoundNet normalisation ``soundnet_norm`` picks (see its description)."""
+        if self.soundnet_norm != "auto":
+            return self.soundnet_norm
+        return "frozen" if self.soundnet_weights is not None else "group"
 
     def level_widths(self) -> tuple[int, int, int, int]:
         """Channels of X0, X1, X2, X3 after ASPP+LIP: ``width`` halved per level, >= 8."""

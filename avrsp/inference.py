@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avrsp.audio import audio_window, window_span
+from avrsp.audio import audio_window, buffer_span
 from avrsp.config import InputConfig
 from avrsp.errors import AVRSPError, InputError
 
@@ -113,13 +113,16 @@ def window_audio(i: int, waveform: np.ndarray, *, fps: float, config: InputConfi
             fps=fps,
             sample_rate=config.sample_rate,
             buffer_samples=config.audio_samples,
+            alignment=config.audio_alignment,
         )
 
     if i >= T - 1:
         return cut(i)
     last = i + T - 1
     buf = cut(last)
-    start, stop = window_span(last, T, fps, config.sample_rate)
+    start, stop = buffer_span(
+        last, T, fps, config.sample_rate, config.audio_samples, config.audio_alignment
+    )
     carried = min(max(stop - start, 0), buf.shape[0])
     if carried:
         buf[-carried:] = buf[-carried:][::-1].copy()

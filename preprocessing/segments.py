@@ -96,6 +96,7 @@ class SegmentOptions:
     sample_rate: int
     audio_samples: int
     stride: int
+    audio_alignment: str = "span"
     target: TargetMode = "auto"
     sigma_px: float | None = None
     jpeg_quality: int = 90
@@ -122,6 +123,7 @@ class SegmentOptions:
             "width": inp.width,
             "sample_rate": inp.sample_rate,
             "audio_samples": inp.audio_samples,
+            "audio_alignment": inp.audio_alignment,
             "stride": max(1, inp.frames // 2),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -452,6 +454,7 @@ def _iter_rows(
             fps=media.fps,
             sample_rate=opts.sample_rate,
             buffer_samples=opts.audio_samples,
+            alignment=opts.audio_alignment,
         )
         return {
             **base,

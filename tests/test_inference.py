@@ -197,6 +197,22 @@ def test_reversed_audio_when_the_span_fills_the_buffer() -> None:
     np.testing.assert_array_equal(got, fwd[::-1])
 
 
+@pytest.mark.parametrize("alignment", ["centred", "end"])
+def test_reversed_audio_with_a_full_buffer_alignment(alignment: str) -> None:
+    # centred / end carry a whole buffer: a reversed window plays all of it backwards.
+    T = 5
+    config = cfg(T).model_copy(update={"audio_alignment": alignment})
+    wave = np.random.default_rng(2).uniform(-1, 1, 5 * SR).astype(np.float32)
+    kw = dict(frames=T, fps=FPS, sample_rate=SR, buffer_samples=config.audio_samples)
+    np.testing.assert_array_equal(
+        window_audio(T + 3, wave, fps=FPS, config=config),
+        audio_window(wave, last_frame=T + 3, alignment=alignment, **kw),
+    )
+    fwd = audio_window(wave, last_frame=1 + T - 1, alignment=alignment, **kw)
+    np.testing.assert_array_equal(window_audio(1, wave, fps=FPS, config=config), fwd[::-1])
+    assert not np.array_equal(fwd, audio_window(wave, last_frame=1 + T - 1, **kw))
+
+
 def test_audio_model_without_waveform_is_an_error() -> None:
     with pytest.raises(InputError, match="no waveform"):
         list(predict_video(IndexEcho(True), video(5), fps=FPS, waveform=None, config=cfg(5)))

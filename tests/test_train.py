@@ -267,6 +267,19 @@ def test_shards_of_another_config_are_refused(shards: Path) -> None:
         split_files(shards, "test")
 
 
+def test_shards_cut_with_another_audio_alignment_are_refused(tmp_path: Path) -> None:
+    root = write_shards(tmp_path, small_network(), {"train": 1})
+    files = split_files(root, "train")
+    centred = small_network().with_overrides(**{"input.audio_alignment": "centred"})
+    check_shards(files, centred)  # no manifest: the rows cannot tell
+    (root / "manifest.json").write_text(json.dumps({"options": {"stride": 4}}))  # older
+    check_shards(files, small_network())
+    with pytest.raises(InputError, match=r"audio alignment span \(config wants centred\)"):
+        check_shards(files, centred)
+    (root / "manifest.json").write_text(json.dumps({"options": {"audio_alignment": "centred"}}))
+    check_shards(files, centred)
+
+
 # =========================================================================== Ray Train runs
 
 

@@ -27,6 +27,7 @@ published protocol (scoring at native resolution) is ``avrsp evaluate``'s job.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,15 @@ def check_shards(files: list[Path], config: AVRSPConfig) -> None:
         "sample_rate": row["sample_rate"],
         "audio samples": len(row["audio"]),
     }
+    # The taper is not visible in a row; the manifest records it (older ones: "span").
+    manifest = first.parents[3] / "manifest.json"  # OUT/shards/<split>/<dataset>/<file>
+    if manifest.is_file():
+        try:
+            options = json.loads(manifest.read_text()).get("options", {})
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{manifest}: cannot read the shards' manifest ({exc})") from None
+        want["audio alignment"] = inp.audio_alignment
+        got["audio alignment"] = options.get("audio_alignment", "span")
     diffs = [f"{k} {got[k]} (config wants {want[k]})" for k in want if got[k] != want[k]]
     if diffs:
         raise InputError(

@@ -11,9 +11,16 @@ MS, eq. (8)–(12), for a level m with its higher-resolution neighbour h and low
 (an edge level has one neighbour):
 
 - eq. (9):  X_1^i = C(X^i) for i ∈ {h, m, l} (a convolution per input);
-- eq. (10): X_2^m = U(X_1^l) + C(X_1^m) + D(X_1^h) — U up-samples then convolves, D
-  down-samples then convolves, both to level m's size;
-- eq. (11)–(12): X̃^m = X^m + C(X_2^m), the residual add.
+- eq. (10): the second exchange, for each i ∈ {h, m, l}, among the three inputs:
+  X_2^m = D(X_1^h) + C(X_1^m) + U(X_1^l), X_2^h = C(X_1^h) + U(X_1^m),
+  X_2^l = D(X_1^m) + C(X_1^l) — U up-samples then convolves, D down-samples then
+  convolves, each to the size of the scale it feeds;
+- eq. (11): X_3^m = D(X_2^h) + C(X_2^m) + U(X_2^l), both neighbours' second-round
+  features;
+- eq. (12): X̃^m = X^m + X_3^m, the residual add.
+
+U and D convolve spatially (1×3×3), the C of eq. (10)–(11) at the middle scale over
+3×3×3; an edge level (X0 or X3) has one neighbour and drops the other's terms.
 
 MRG, eq. (13)–(15), for level l with the fused feature F from the level below (or RAVF):
 
@@ -46,13 +53,23 @@ class MS(nn.Module):
         an edge)."""
         super().__init__()
         spatial = (1, 3, 3)
-        self.c_mid_in = conv_bn_relu(width, width, spatial)  # eq. (9), i = m
-        self.c_mid = conv_bn_relu(width, width)  # C of eq. (10)
-        self.c_out = conv_bn_relu(width, width)  # C of eq. (11)
-        self.c_high = conv_bn_relu(higher, higher, spatial) if higher else None
-        self.down = conv_bn_relu(higher, width, spatial) if higher else None
-        self.c_low = conv_bn_relu(lower, lower, spatial) if lower else None
-        self.up = conv_bn_relu(lower, width, spatial) if lower else None
+        # eq. (9): X_1^i = C(X^i)
+        self.c1_mid = conv_bn_relu(width, width, spatial)
+        self.c1_high = conv_bn_relu(higher, higher, spatial) if higher else None
+        self.c1_low = conv_bn_relu(lower, lower, spatial) if lower else None
+        # eq. (10), i = m: D(X_1^h) + C(X_1^m) + U(X_1^l)
+        self.c2_mid = conv_bn_relu(width, width)
+        self.d2_mid = conv_bn_relu(higher, width, spatial) if higher else None
+        self.u2_mid = conv_bn_relu(lower, width, spatial) if lower else None
+        # eq. (10), i = h: C(X_1^h) + U(X_1^m); i = l: D(X_1^m) + C(X_1^l)
+        self.c2_high = conv_bn_relu(higher, higher, spatial) if higher else None
+        self.u2_high = conv_bn_relu(width, higher, spatial) if higher else None
+        self.c2_low = conv_bn_relu(lower, lower, spatial) if lower else None
+        self.d2_low = conv_bn_relu(width, lower, spatial) if lower else None
+        # eq. (11): D(X_2^h) + C(X_2^m) + U(X_2^l)
+        self.c3 = conv_bn_relu(width, width)
+        self.d3 = conv_bn_relu(higher, width, spatial) if higher else None
+        self.u3 = conv_bn_relu(lower, width, spatial) if lower else None
 
     def forward(
         self,
@@ -61,18 +78,34 @@ class MS(nn.Module):
         lower: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``mid [B, d, t, h, w]`` (+ neighbours at their own sizes) → X̃^m, same shape as mid."""
-
+        if (self.c1_high is None) != (higher is None):
+            raise ValueError(
+                f"this MS level was built {'with' if self.c1_high else 'without'} a "
+                "higher-resolution neighbour"
+            )
+        if (self.c1_low is None) != (lower is None):
+            raise ValueError(
+                f"this MS level was built {'with' if self.c1_low else 'without'} a "
+                "lower-resolution neighbour"
+            )
         size = mid.shape[2:]
-        mix = self.c_mid(self.c_mid_in(mid))
-        if self.c_high is not None:
-            if higher is None:
-                raise ValueError("this MS level was built with a higher-resolution neighbour")
-            mix = mix + self.down(resample(self.c_high(higher), size))  # D: down, then conv
-        if self.c_low is not None:
-            if lower is None:
-                raise ValueError("this MS level was built with a lower-resolution neighbour")
-            mix = mix + self.up(resample(self.c_low(lower), size))  # U: up, then conv
-        return mid + self.c_out(mix)
+        x1_m = self.c1_mid(mid)
+        x2_m = self.c2_mid(x1_m)
+        x3_parts: list[torch.Tensor] = []
+        if higher is not None:
+            x1_h = self.c1_high(higher)
+            x2_m = x2_m + self.d2_mid(resample(x1_h, size))
+            x2_h = self.c2_high(x1_h) + self.u2_high(resample(x1_m, higher.shape[2:]))
+            x3_parts.append(self.d3(resample(x2_h, size)))
+        if lower is not None:
+            x1_l = self.c1_low(lower)
+            x2_m = x2_m + self.u2_mid(resample(x1_l, size))
+            x2_l = self.c2_low(x1_l) + self.d2_low(resample(x1_m, lower.shape[2:]))
+            x3_parts.append(self.u3(resample(x2_l, size)))
+        x3_m = self.c3(x2_m)
+        for part in x3_parts:
+            x3_m = x3_m + part
+        return mid + x3_m  # eq. (12)
 
 
 class MRG(nn.Module):

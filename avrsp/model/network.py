@@ -2,7 +2,8 @@
 
 Data flow for one window (shapes at the ``paper`` preset, d = ``ModelConfig.width``):
 
-1. ``frames [B, 3, 32, 224, 384]`` in [0, 1] → [-1, 1] → S3D taps X3…X0
+1. ``frames [B, 3, 32, 224, 384]`` in [0, 1] → normalised as the S3D weights expect
+   (``ModelConfig.s3d_input``: [-1, 1], or the Kinetics mean/std) → S3D taps X3…X0
    (:mod:`avrsp.model.s3d`) → ASPP+LIP per tap → four scales, X0 with d channels and
    each higher-resolution one with half the channels of the one below
    (``ModelConfig.level_widths``: 256, 128, 64, 32 at the paper preset).
@@ -40,6 +41,10 @@ from avrsp.model.s3d import TAP_CHANNELS, S3DEncoder
 from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
 
 LEVELS = 4
+# The Kinetics-400 normalisation of torchvision's S3D weights
+# (S3D_Weights.KINETICS400_V1.transforms()).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 def paired_levels(pairs: int) -> list[int]:
@@ -69,7 +74,7 @@ class AVRSP(nn.Module):
         self.audio_proj: nn.Linear | None = None
         self.fusion: nn.Module | None = None
         if config.use_audio:
-            self.audio = SoundNet8()
+            self.audio = SoundNet8(config.resolved_soundnet_norm())
             self.audio_proj = nn.Linear(OUT_CHANNELS, width)
             self.fusion = build_fusion(
                 config.fusion,
@@ -97,8 +102,27 @@ class AVRSP(nn.Module):
         for lv in self.levels if config.use_mrg else []:
             self.mrg[str(lv)] = MRG(fused_width, widths[lv])
             fused_width = widths[lv]
-        self.decoder = SaliencyDecoder(widths, config.decoder_widths, config.output_bias)
+        self.decoder = SaliencyDecoder(
+            widths, config.decoder_widths, config.output_bias, config.temporal_readout
+        )
         guard_strided_temporal_convs(self)  # avrsp.model.onednn: a CPU crash on short windows
+        # S3D's input normalisation ("auto" before weights are loaded: [-1, 1]); buffers so
+        # that .to(device) moves them, not saved (they follow the config).
+        self.register_buffer("rgb_mean", torch.zeros(3, 1, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.ones(3, 1, 1, 1), persistent=False)
+        self.set_s3d_input("minus_one_one" if config.s3d_input == "auto" else config.s3d_input)
+
+    def set_s3d_input(self, norm: str) -> None:
+        """Normalise RGB in [0, 1] for S3D as ``norm`` says (``ModelConfig.s3d_input``)."""
+        if norm == "kinetics":
+            mean, std = KINETICS_MEAN, KINETICS_STD
+        elif norm == "minus_one_one":
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # (x - 0.5) / 0.5 = 2x - 1
+        else:
+            raise ValueError(f"s3d_input must be kinetics or minus_one_one, got {norm!r}")
+        self.rgb_mean.copy_(torch.tensor(mean).reshape(3, 1, 1, 1))
+        self.rgb_std.copy_(torch.tensor(std).reshape(3, 1, 1, 1))
+        self.config = self.config.model_copy(update={"s3d_input": norm})
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         if frames.ndim != 5 or frames.shape[1] != 3:
@@ -106,7 +130,7 @@ class AVRSP(nn.Module):
         if frames.shape[2] < MIN_FRAMES:
             raise InputError(f"frames: T={frames.shape[2]} < {MIN_FRAMES}, the fewest S3D accepts")
         out_size = (frames.shape[-2], frames.shape[-1])
-        taps = self.visual(frames * 2.0 - 1.0)
+        taps = self.visual((frames - self.rgb_mean) / self.rgb_std)
         # by level: 0 = X0 (lowest resolution) … 3 = X3
         x = {
             LEVELS - 1 - i: head(tap)
@@ -166,7 +190,11 @@ def build_model(config: AVRSPConfig | ModelConfig) -> AVRSP:
     model_config = config.model if isinstance(config, AVRSPConfig) else config
     model = AVRSP(model_config)
     if model_config.s3d_weights is not None or model_config.soundnet_weights is not None:
-        from avrsp.weights import load_pretrained
+        from avrsp.weights import S3D, load_pretrained
 
-        load_pretrained(model, model_config.s3d_weights, model_config.soundnet_weights)
+        reports = load_pretrained(model, model_config.s3d_weights, model_config.soundnet_weights)
+        if model_config.s3d_input == "auto":
+            layouts = [r.layout for r in reports if r.network == S3D]
+            if layouts == ["torchvision"]:
+                model.set_s3d_input("kinetics")
     return model
