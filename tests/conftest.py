@@ -89,10 +89,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             timeout=ISOLATED_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"")[-3000:]
+        out = exc.stdout or b""  # bytes, even with text=True
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
         pytest.fail(
             f"{pyfuncitem.nodeid} hung: no result after {ISOLATED_TIMEOUT_S} s in its own "
-            f"process (killed)\n{out.decode(errors='replace') if isinstance(out, bytes) else out}",
+            f"process (killed)\n{out[-3000:]}",
             pytrace=False,
         )
     output = (child.stdout + child.stderr)[-4000:]

@@ -47,8 +47,6 @@ def test_s3d_input_follows_the_weights_layout(tmp_path: Path, layout: str | None
         path = tmp_path / "s3d.pth"
         torch.save(state, path)
     elif layout == "kylemin":
-        from avrsp.weights import kylemin_to_torchvision  # noqa: F401  (layout documented there)
-
         path = tmp_path / "S3D_kinetics400.pt"
         torch.save(_as_kylemin(state), path)
     cfg = _small(use_audio=False, s3d_weights=str(path) if path else None)
