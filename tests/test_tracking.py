@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,3 +105,34 @@ def test_git_commit_is_a_hash_or_unknown(tmp_path: Path) -> None:
     commit = tracking.git_commit()
     assert commit == "unknown" or len(commit.removesuffix("-dirty")) == 40
     assert tracking.git_commit(tmp_path) == "unknown"  # not a checkout
+
+
+def _experiment_in_new_process(uri: str, barrier: Any, queue: Any) -> None:
+    from workflows.tracking import experiment_id
+
+    barrier.wait()
+    try:
+        queue.put(("ok", experiment_id(uri, "race")))
+    except Exception as exc:  # reported to the test, which fails with it
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_jobs_started_together_share_a_new_sqlite_store(tmp_path: Path) -> None:
+    """Three processes open the same new database and experiment at once (measured before
+    the lock: two ``avrsp train`` at once, one died in MLflow's schema migration)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    barrier, queue = ctx.Barrier(3), ctx.Queue()
+    procs = [
+        ctx.Process(target=_experiment_in_new_process, args=(uri, barrier, queue))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert [r[0] for r in results] == ["ok"] * 3, results
+    assert len({r[1] for r in results}) == 1  # one experiment, not three

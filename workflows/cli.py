@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "workflows.commands.synth",
     "workflows.commands.train",
 )
+#: Commands that run Ray or MLflow: their logs go to a file unless --verbose (workflows/logs.py).
+FRAMEWORK_COMMANDS = ("demo", "preprocess", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,15 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="avrsp",
         description="AVRSP audio-visual video saliency: data, training, evaluation on Ray.",
     )
+    verbose = "show Ray's and MLflow's logs here instead of in a log file"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for name in FRAMEWORK_COMMANDS:  # also accepted after the command: avrsp demo --verbose
+        sub.choices[name].add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in FRAMEWORK_COMMANDS and not args.verbose:
+        from workflows.logs import route_framework_logs
+
+        path = route_framework_logs(args.command)
+        note = f"avrsp {args.command}: Ray and MLflow log to {path} (--verbose: here)"
+        print(note, file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except AVRSPError as exc:

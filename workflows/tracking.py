@@ -80,19 +80,47 @@ def git_commit(folder: str | Path | None = None) -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Any:
+    """For a SQLite store, an exclusive lock on ``<db>.lock`` beside the database.
+
+    Two jobs started together on a new database both ran MLflow's schema migrations and
+    one died ("Online migration expected to match one row … 0 found", measured: two
+    ``avrsp train`` at once). Creating the store and the experiment under this lock
+    serialises them; other stores need nothing.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    with _sqlite_lock(uri):
+        c = MlflowClient(tracking_uri=uri)
+        c.search_experiments(max_results=1)  # creates or migrates the database, locked
+    return c
 
 
 def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT) -> str:
     """The id of experiment ``name``, created (with its artifact folder) when new."""
     c = client(uri)
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return c.create_experiment(name, artifact_location=_artifact_root(uri))
+    with _sqlite_lock(uri):
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return c.create_experiment(name, artifact_location=_artifact_root(uri))
 
 
 def start_or_resume_run(

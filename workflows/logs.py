@@ -1,0 +1,95 @@
+"""Quiet by default: the frameworks' logs go to a file, the terminal shows our own lines.
+
+Ray (core, Data, Train) and MLflow log at INFO to the terminal: execution plans, progress
+tables every few seconds, "Started monitoring system metrics", database migrations. For a
+person running ``avrsp demo`` these bury the few lines that say what is happening. So
+:func:`route_framework_logs`, called by the ``avrsp`` command before it runs a
+subcommand, sends every record of those frameworks to one log file and lets only their
+errors through to the terminal; ``--verbose`` leaves them as the frameworks set them.
+
+The routing works through what each framework offers for it, so it also reaches the Ray
+worker processes (they inherit the environment): ``RAY_DATA_LOGGING_CONFIG`` (a logging
+config for the ``ray.data`` loggers, written next to the log file),
+``RAY_DATA_DISABLE_PROGRESS_BARS``, ``MLFLOW_CONFIGURE_LOGGING=false`` (MLflow's records
+then propagate to the root logger, which writes them to the file). Ray core configures its
+``ray`` logger once, when ``ray`` is first imported; that logger's terminal handler is
+replaced here after the import.
+
+The log file: ``$AVRSP_LOG_DIR/<command>-<UTC time>.log``, ``AVRSP_LOG_DIR`` defaulting to
+``runs/logs`` under the current folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+#: This project's loggers: their warnings reach the terminal too (everyone's errors do).
+PROJECT_LOGGERS = ("avrsp", "preprocessing", "workflows", "tuning")
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_dir() -> Path:
+    return Path(os.environ.get("AVRSP_LOG_DIR", "runs/logs"))
+
+
+def route_framework_logs(command: str, *, folder: Path | None = None) -> Path:
+    """Send the frameworks' log records to a new file under ``folder``; returns its path."""
+    folder = (folder or log_dir()).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
+
+    os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(_ray_data_config(folder, path)))
+
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter(_FORMAT))
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.ERROR)
+    errors.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    ours = logging.StreamHandler(sys.stderr)
+    ours.setLevel(logging.WARNING)
+    ours.addFilter(
+        lambda r: r.levelno < logging.ERROR and r.name.split(".")[0] in PROJECT_LOGGERS
+    )
+    ours.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (to_file, errors, ours):
+        root.addHandler(handler)
+    logging.captureWarnings(True)
+
+    import ray  # configures the "ray" logger (once per process), replaced below
+
+    del ray
+    core = logging.getLogger("ray")
+    for handler in list(core.handlers):
+        core.removeHandler(handler)
+    core.propagate = True
+    return path
+
+
+def _ray_data_config(folder: Path, path: Path) -> Path:
+    """A logging config for Ray Data (its own format: the keys of ``logging.config``)."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": _FORMAT}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "formatter": "plain", "filename": str(path)},
+            "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": "ERROR"},
+        },
+        "loggers": {
+            "ray.data": {"level": "INFO", "handlers": ["file", "console"], "propagate": False}
+        },
+    }
+    out = folder / f"{path.stem}.ray-data-logging.json"
+    out.write_text(json.dumps(config, indent=2))
+    return out
