@@ -46,7 +46,7 @@ from pysaliency.roc import general_roc
 
 from avrsp import metrics as M
 
-# benchmarks/metrics.py (frames and MATLAB transcriptions), loaded under a unique name.
+# benchmarks/metrics.py (its DHF1K-like frames), loaded under a unique name.
 _spec = importlib.util.spec_from_file_location(
     "benchmarks_metrics", Path(__file__).with_name("metrics.py")
 )
@@ -147,11 +147,11 @@ def timing_set(frames: int, repeats: int = 3) -> None:
     """The seven metrics per frame: avrsp's batch vs pysaliency where it has the metric.
 
     Baseline per frame: pysaliency's CC, NSS, SIM, MIT_KLDiv and ``general_roc`` (AUC-Judd,
-    on the map jittered as MATLAB does), plus the MATLAB transcriptions of AUC-Borji and
-    shuffled AUC from ``benchmarks/metrics.py`` (pysaliency has no counterpart for those).
+    on the map jittered as MATLAB does), plus the library's plain transcriptions of
+    AUC-Borji and shuffled AUC (``avrsp.metrics.plain``; pysaliency has no counterpart).
     """
     import torch
-    from benchmarks_metrics import auc_borji_matlab, auc_shuffled_matlab, make_frames
+    from benchmarks_metrics import make_frames
 
     torch.set_num_threads(1)
     preds, gts, fix, other = make_frames(frames)
@@ -166,8 +166,8 @@ def timing_set(frames: int, repeats: int = 3) -> None:
             pm.SIM(p, g)
             pm.MIT_KLDiv(p, g)
             judd_pysaliency(p + rng.random(p.shape) / 1e7, f)
-            auc_borji_matlab(p, f, rng)
-            auc_shuffled_matlab(p, f, o, rng)
+            M.plain.auc_borji(p, f)
+            M.plain.auc_shuffled(p, f, o)
 
     def ours() -> None:
         M.all_metrics(preds, gts, fix, other)

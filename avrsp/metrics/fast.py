@@ -1,203 +1,46 @@
-"""Saliency metrics as the MIT saliency benchmark / DHF1K MATLAB code defines them (DESIGN §7).
+"""The seven metrics, fast: O(H·W) per frame, no full sort, passes shared between metrics.
 
-Seven metrics, each a plain function of arrays: :func:`cc`, :func:`nss`, :func:`sim`,
-:func:`kld`, :func:`auc_judd`, :func:`auc_borji` and :func:`auc_shuffled`; plus
-:func:`all_metrics`, which scores a batch of frames ``[N, H, W]`` with all of them at once
-(the one implementation: the single-map functions call the same per-frame kernels).
-``docs/METRICS.md`` documents every choice; the short version:
+The same numbers as the plain transcriptions in :mod:`avrsp.metrics.plain` (the
+definition), to rounding, with the same random draws (tested); this module is what
+``avrsp.metrics`` exports. The single-map functions (:func:`cc` … :func:`auc_shuffled`)
+and :func:`all_metrics` run the same per-frame kernels on a :class:`_Frame`, which
+computes each shared intermediate once (min and max, the normalised map scaled by
+``B = 2**14``, its sums, its fine-bin histogram, one pixel selection for the AUCs).
 
-* **Inputs.** ``pred`` is the predicted map (any real dtype, any size: it is resized to the
-  ground truth's size first, as the benchmark does, see :func:`imresize`). ``gt_map`` is the
-  continuous human fixation map ``[H, W]``. ``fixations`` is the binary fixation map
-  ``[H, W]`` (nonzero = fixated; :func:`points_to_fixation_map` turns (x, y) points into
-  one). Arrays may be numpy arrays or CPU torch tensors. NaN or inf anywhere raises
-  :class:`~avrsp.errors.InputError`.
-* **Faithful arithmetic.** Float64 throughout; ``std`` divides by N−1 as MATLAB's does;
-  KLD uses ``eps = 2**-52`` as MATLAB's ``eps``; SIM min-max normalises, then divides by the
-  sum; AUC-Judd adds ``U[0, 1) / 1e7`` jitter to the (double) map before min-max
-  normalising (the DHF1K copy converts to double first, so uint8 maps are jittered too).
-* **Undefined values are NaN**, as in MATLAB: no fixations (NSS, AUCs), a constant
-  prediction (CC, NSS, SIM, AUCs), a constant non-zero ground-truth map (CC, SIM), an empty
-  "other" map (shuffled AUC).
-* **Random metrics** (AUC-Judd's jitter, AUC-Borji, shuffled AUC) take an integer ``seed``;
-  frame ``i`` of a batch draws from ``SeedSequence(seed, spawn_key=(index_offset + i, m))``
-  with ``m`` fixed per metric, so a frame's score does not depend on how a video is split
-  into batches, nor on which other metrics are computed. AUC-Borji and shuffled AUC draw
-  the per-threshold *counts* of their random samples directly (a multinomial draw for
-  sampling with replacement, a multivariate hypergeometric one for sampling without): the
-  same distribution as MATLAB's index sampling, without touching each sample.
-
-Speed: every per-frame operation is O(H·W) with no full sort; ``docs/PERFORMANCE.md``
-("Metrics") has the measured figures.
+How the kernels stay exact, briefly (``docs/METRICS.md``, "How the fast paths stay exact"):
+CC, NSS and SIM are invariant to the min-max normalisation, so they use sums of the scaled
+map; CC, SIM and KLD only sum over the ground truth's nonzero pixels; "how many pixels are
+≥ t" is counted by fine bins, comparing only the pixels that share a bin with a threshold;
+AUC-Judd's jitter is drawn only for the candidate pixels of the definition; AUC-Borji and
+shuffled AUC draw the per-interval counts of their random negatives, as the definition
+does, and never touch the samples one by one.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from avrsp.errors import InputError
+from avrsp.metrics.inputs import as_array, batch_inputs, check_finite, check_splits
+from avrsp.metrics.plain import (
+    EPS,
+    JITTER_BINS,
+    JUDD_JITTER,
+    METRIC_NAMES,
+    imresize,
+    step_thresholds,
+    stream,
+)
 
-#: MATLAB's ``eps`` (double precision machine epsilon, 2**-52), used by ``KLdiv.m``.
-EPS = float(np.finfo(np.float64).eps)
-#: Amplitude of AUC-Judd's jitter: ``rand(size(map)) / 10000000`` in ``AUC_Judd.m``.
-JUDD_JITTER = 1e-7
-#: Keys of :func:`all_metrics`' result, in the order of the published tables.
-METRIC_NAMES = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji", "auc_shuffled")
-
-# Fixed sub-stream ids per random metric (see the module docstring).
-_STREAM_JUDD, _STREAM_BORJI, _STREAM_SHUFFLED = 1, 2, 3
-# Fine bins of the exact "how many values >= t" counter (see _count_ge).
-_FINE_BINS = 1 << 14
+# Fine bins of the exact "how many values >= t" counter (see _count_ge); the same bins
+# decide which pixels draw AUC-Judd's jitter (plain._jitter), so they are the definition's.
+_FINE_BINS = JITTER_BINS
 _N_BINS = _FINE_BINS + 1  # bins 0 … B: a normalised value of exactly 1 gets bin B
-
-
-# ---------------------------------------------------------------------------------------
-# Inputs
-
-
-def _as_array(
-    x: Any, name: str, ndims: Sequence[int], *, finite: bool = True, mask: bool = False
-) -> np.ndarray:
-    """``x`` as a real numpy array with one of ``ndims`` dimensions, non-empty.
-
-    ``finite``: check for NaN / inf here (the batch path checks maps frame by frame
-    instead). ``mask``: a fixation map, where only "nonzero" matters, so booleans stay
-    booleans (no copy); elsewhere they become uint8 (a uint8 map, as MATLAB reads one).
-    """
-    if hasattr(x, "detach"):  # torch tensor (CPU); avoids importing torch here
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.dtype == bool and not mask:
-        arr = arr.astype(np.uint8)
-    elif arr.dtype == bool:
-        return _check_shape(arr, name, ndims)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InputError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
-    _check_shape(arr, name, ndims)
-    if finite:
-        _check_finite(arr, name)
-    return arr
-
-
-def _check_shape(arr: np.ndarray, name: str, ndims: Sequence[int]) -> np.ndarray:
-    if arr.ndim not in ndims:
-        want = " or ".join(f"{d}-D" for d in ndims)
-        raise InputError(f"{name}: expected a {want} array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InputError(f"{name}: empty array (shape {arr.shape})")
-    return arr
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        bad = "NaN" if np.isnan(arr).any() else "inf"
-        raise InputError(f"{name}: contains {bad} values; metrics need finite maps")
-
-
-def points_to_fixation_map(points: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Binary fixation map ``bool [H, W]`` from fixation points ``[K, 2]`` given as (x, y).
-
-    ``x`` is the column and ``y`` the row, 0-based, in pixels of the ``shape = (H, W)`` map;
-    non-integer coordinates are rounded to the nearest pixel (``np.rint``: exact halves go
-    to the even pixel). Several points on one
-    pixel give one fixated pixel, as in the benchmark's binary maps. A point outside the
-    map raises :class:`InputError` (silently dropping gaze would change the scores).
-    """
-    h, w = (int(s) for s in shape)
-    if h < 1 or w < 1:
-        raise InputError(f"shape: expected a positive (H, W), got {tuple(shape)}")
-    out = np.zeros((h, w), dtype=bool)
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.size == 0:
-        return out
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise InputError(f"points: expected an array [K, 2] of (x, y), got shape {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise InputError("points: contains NaN or inf coordinates")
-    xy = np.rint(pts).astype(np.int64)
-    outside = (xy[:, 0] < 0) | (xy[:, 0] >= w) | (xy[:, 1] < 0) | (xy[:, 1] >= h)
-    if outside.any():
-        first = pts[np.argmax(outside)]
-        raise InputError(
-            f"points: {int(outside.sum())} point(s) outside the {h}x{w} map, "
-            f"e.g. (x={first[0]:g}, y={first[1]:g})"
-        )
-    out[xy[:, 1], xy[:, 0]] = True
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# MATLAB's imresize (bicubic, antialiased when shrinking)
-
-
-def _cubic(x: np.ndarray) -> np.ndarray:
-    """Keys' cubic convolution kernel with a = −0.5 (MATLAB's ``'bicubic'``)."""
-    ax = np.abs(x)
-    ax2, ax3 = ax * ax, ax * ax * ax
-    inner = (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
-    outer = (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
-    return inner + outer
-
-
-@lru_cache(maxsize=32)
-def _resize_matrix(in_len: int, out_len: int) -> np.ndarray:
-    """Dense ``[out_len, in_len]`` weights of MATLAB's bicubic ``imresize`` along one axis.
-
-    Output pixel ``x`` (1-based) samples the input at ``u = x / s + (1 − 1/s) / 2`` with
-    ``s = out_len / in_len``; when shrinking (``s < 1``) the kernel is widened by ``1/s``
-    (antialiasing, MATLAB's default). Weights are normalised to sum to 1 and taps beyond the
-    border are mirrored (``[1..n, n..1]``), as MATLAB does.
-    """
-    scale = out_len / in_len
-    width = 4.0 / scale if scale < 1 else 4.0
-    x = np.arange(1, out_len + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1.0 - 1.0 / scale)
-    left = np.floor(u - width / 2.0)
-    taps = math.ceil(width) + 2
-    idx = left[:, None] + np.arange(taps)[None, :]
-    dist = u[:, None] - idx
-    weights = scale * _cubic(scale * dist) if scale < 1 else _cubic(dist)
-    weights /= weights.sum(axis=1, keepdims=True)
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
-    cols = mirror[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
-    mat = np.zeros((out_len, in_len), dtype=np.float64)
-    np.add.at(mat, (np.repeat(np.arange(out_len), taps), cols.ravel()), weights.ravel())
-    return mat
-
-
-def imresize(maps: Any, shape: tuple[int, int]) -> np.ndarray:
-    """``imresize(map, [H W])`` of MATLAB (bicubic, antialiased), for ``[..., h, w]`` maps.
-
-    Returns float64 ``[..., H, W]``. Axes are resized one at a time, the more-shrunk axis
-    first (MATLAB's order); integer inputs are rounded and clipped to their dtype's range
-    after each pass, because MATLAB keeps the input class between passes (so a uint8
-    prediction is scored as MATLAB scores it). Same size in, same values out.
-    """
-    arr = np.asarray(maps)
-    h_out, w_out = (int(s) for s in shape)
-    h_in, w_in = arr.shape[-2], arr.shape[-1]
-    integer = np.issubdtype(arr.dtype, np.integer)
-    limits = np.iinfo(arr.dtype) if integer else None
-    out = arr.astype(np.float64)
-    if (h_in, w_in) == (h_out, w_out):
-        return out
-    scales = {-2: h_out / h_in, -1: w_out / w_in}
-    for axis in sorted(scales, key=lambda a: (scales[a], a != -2)):
-        n_in, n_out = (h_in, h_out) if axis == -2 else (w_in, w_out)
-        if n_in == n_out:
-            continue
-        mat = _resize_matrix(n_in, n_out)
-        out = np.matmul(mat, out) if axis == -2 else np.matmul(out, mat.T)
-        if limits is not None:
-            out = np.clip(np.rint(out), limits.min, limits.max)
-    return out
-
 
 # ---------------------------------------------------------------------------------------
 # Per-frame kernels on flat [P] arrays (the prediction in its own dtype, read as float64)
@@ -577,14 +420,6 @@ def _auc_judd(fr: _Frame, jitter: bool, rng: np.random.Generator | None) -> floa
     return float(_trapz(fp, tp))
 
 
-def _step_thresholds(step: float) -> np.ndarray:
-    """Octave's ``0:step:1`` (elements ``k·step``, the last clipped to the limit)."""
-    if not (step > 0 and math.isfinite(step)):
-        raise InputError(f"step: expected a positive number, got {step}")
-    n = math.floor(1.0 / step * (1 + 1e-10))
-    return np.minimum(np.arange(n + 1, dtype=np.float64) * step, 1.0)
-
-
 def _auc_from_counts(pos_ge: np.ndarray, n_pos: int, neg_ge: np.ndarray, n_neg: int) -> float:
     """Mean over splits of the trapezoid AUC of ``AUC_Borji.m`` / ``AUC_shuffled.m``.
 
@@ -668,10 +503,6 @@ def _auc_shuffled(
     return _auc_from_counts(pos_ge, n_fix, _neg_ge(counts), n_neg)
 
 
-def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, stream)))
-
-
 # ---------------------------------------------------------------------------------------
 # Public single-map API
 
@@ -682,7 +513,7 @@ def _at_size(p: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _pred_frame(pred: Any, shape: tuple[int, int], fix: np.ndarray | None = None) -> _Frame:
-    p = _as_array(pred, "pred", (2,))
+    p = as_array(pred, "pred", (2,))
     flat = np.ravel(_at_size(p, shape))
     ws = _workspace(flat.size)
     return _Frame(flat, np.zeros(flat.size, dtype=bool) if fix is None else fix, ws)
@@ -695,7 +526,7 @@ def _pred_and_target(pred: Any, gt_map: Any) -> tuple[_Frame, _Target]:
 
 
 def _target(x: Any, name: str, mask: bool = False) -> np.ndarray:
-    return _as_array(x, name, (2,), mask=mask)
+    return as_array(x, name, (2,), mask=mask)
 
 
 def cc(pred: Any, gt_map: Any) -> float:
@@ -746,7 +577,7 @@ def auc_judd(pred: Any, fixations: Any, jitter: bool = True, seed: int = 0) -> f
     map is constant after jittering.
     """
     f = _target(fixations, "fixations", mask=True)
-    rng = _rng(seed, 0, _STREAM_JUDD) if jitter else None
+    rng = stream(seed, 0, "auc_judd") if jitter else None
     return _auc_judd(_pred_frame(pred, f.shape, f), jitter, rng)
 
 
@@ -760,12 +591,12 @@ def auc_borji(
     the mean trapezoid area over splits. NaN without fixations or for a constant map.
     """
     f = _target(fixations, "fixations", mask=True)
-    _check_splits(n_splits)
+    check_splits(n_splits)
     return _auc_borji(
         _pred_frame(pred, f.shape, f),
         n_splits,
-        _step_thresholds(step),
-        _rng(seed, 0, _STREAM_BORJI),
+        step_thresholds(step),
+        stream(seed, 0, "auc_borji"),
     )
 
 
@@ -790,19 +621,14 @@ def auc_shuffled(
         raise InputError(
             f"other_fixations: shape {o.shape} differs from fixations' shape {f.shape}"
         )
-    _check_splits(n_splits)
+    check_splits(n_splits)
     return _auc_shuffled(
         _pred_frame(pred, f.shape, f),
         _nonzero(o),
         n_splits,
-        _step_thresholds(step),
-        _rng(seed, 0, _STREAM_SHUFFLED),
+        step_thresholds(step),
+        stream(seed, 0, "auc_shuffled"),
     )
-
-
-def _check_splits(n_splits: int) -> None:
-    if int(n_splits) != n_splits or n_splits < 1:
-        raise InputError(f"n_splits: expected a positive integer, got {n_splits}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -841,27 +667,11 @@ def all_metrics(
         is 0 (e.g. ``all_metrics(p[None], ...)["auc_borji"][0] == auc_borji(p, ...)``).
     """
     # preds and gt_maps are checked for NaN / inf frame by frame (their min and max).
-    p_all = _as_array(preds, "preds", (3,), finite=False)
-    g_all = _as_array(gt_maps, "gt_maps", (3,), finite=False)
-    f_all = _as_array(fixations, "fixations", (3,), mask=True)
+    p_all, g_all, f_all, o_all = batch_inputs(preds, gt_maps, fixations, other, finite=False)
     n = p_all.shape[0]
-    if g_all.shape != f_all.shape or g_all.shape[0] != n:
-        raise InputError(
-            f"preds/gt_maps/fixations: batch shapes differ: preds {p_all.shape}, "
-            f"gt_maps {g_all.shape}, fixations {f_all.shape} (need [N, ...] with the same N "
-            "and gt_maps and fixations of one size)"
-        )
     shape = (g_all.shape[1], g_all.shape[2])
-    o_all = None
-    if other is not None:
-        o_all = _as_array(other, "other", (2, 3), mask=True)
-        if o_all.shape[-2:] != shape or (o_all.ndim == 3 and o_all.shape[0] != n):
-            raise InputError(
-                f"other: shape {o_all.shape} does not fit fixations {f_all.shape} "
-                "(need [H, W] or [N, H, W])"
-            )
-    _check_splits(n_splits)
-    thresholds = _step_thresholds(step)
+    check_splits(n_splits)
+    thresholds = step_thresholds(step)
     names = [m for m in METRIC_NAMES if o_all is not None or m != "auc_shuffled"]
     out = {m: np.full(n, math.nan) for m in names}
     shared_other = _nonzero(o_all) if o_all is not None and o_all.ndim == 2 else None
@@ -870,7 +680,7 @@ def all_metrics(
         stop = min(n, start + chunk)
         p_chunk = p_all[start:stop]
         if p_chunk.shape[1:] != shape:  # resize; NaN / inf would spread: check first
-            _check_finite(p_chunk, "preds")
+            check_finite(p_chunk, "preds")
             p_chunk = imresize(p_chunk, shape)
         for j in range(stop - start):
             i = start + j
@@ -884,14 +694,14 @@ def all_metrics(
             if not fr.constant and fr.n_fix > 0:  # one pixel selection for both AUCs
                 amp = JUDD_JITTER if jitter else 0.0
                 fr.select(fr.judd_flag(amp)[0] | _threshold_flag(fr, thresholds))
-            rng_j = _rng(seed, idx, _STREAM_JUDD) if jitter else None
+            rng_j = stream(seed, idx, "auc_judd") if jitter else None
             out["auc_judd"][i] = _auc_judd(fr, jitter, rng_j)
             out["auc_borji"][i] = _auc_borji(
-                fr, n_splits, thresholds, _rng(seed, idx, _STREAM_BORJI)
+                fr, n_splits, thresholds, stream(seed, idx, "auc_borji")
             )
             if o_all is not None:
                 o = shared_other if shared_other is not None else _nonzero(o_all[i])
                 out["auc_shuffled"][i] = _auc_shuffled(
-                    fr, o, n_splits, thresholds, _rng(seed, idx, _STREAM_SHUFFLED)
+                    fr, o, n_splits, thresholds, stream(seed, idx, "auc_shuffled")
                 )
     return out
