@@ -1,14 +1,13 @@
-"""Fixation points → Gaussian-blurred fixation density maps (DESIGN §5).
+"""Fixation points → Gaussian-blurred fixation density maps (docs/DATA.md).
 
 The recipe of DHF1K and the STAViS datasets: the fixation points of a frame (in the
 annotation's native pixels) form a *binary* map, which is blurred with a Gaussian and
 normalised. DHF1K's Gaussian has a full width at half maximum of 30 px at 640×360, i.e.
 ``sigma = 30 / (2 √(2 ln 2)) ≈ 12.74`` px; :func:`dhf1k_sigma` scales it to other widths.
 
-Coordinates are continuous pixel coordinates: ``(x, y)`` with x to the right and y down
-from the top-left corner of the frame; pixel (row r, column c) covers
-``[c, c + 1) × [r, r + 1)`` and is centred at ``(c + 0.5, r + 0.5)``. A point is in the
-frame when ``0 <= x < W`` and ``0 <= y < H``; other points are dropped and counted.
+Coordinates follow the project's pixel convention (:mod:`avrsp.pixels`): pixel (row r,
+column c) covers ``[c, c + 1) × [r, r + 1)``. Points outside the frame are dropped and
+counted here, before the rasteriser sees them.
 
 Two ways to make a map of the model's size (``out_size``), which agree closely (tested):
 
@@ -34,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from avrsp.errors import InputError
+from avrsp.pixels import in_frame, pixel_of
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # ≈ 2.3548
 DHF1K_FWHM_PX = 30.0
@@ -85,10 +85,7 @@ def points_in_frame(points: np.ndarray, native_size: tuple[int, int]) -> tuple[n
     Returns ``(float32 [K', 2], K - K')``.
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    height, width = native_size
-    x, y = pts[:, 0], pts[:, 1]
-    with np.errstate(invalid="ignore"):
-        keep = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    keep = in_frame(pts, native_size)
     return pts[keep].astype(np.float32), int((~keep).sum())
 
 
@@ -121,9 +118,10 @@ def fixation_map(
     out = np.zeros((out_h, out_w), dtype=np.float32)
     if inside.shape[0] == 0:
         return out, dropped
-    # The binary map: one entry per fixated native pixel (unique by the pixel's index).
-    pixel = np.floor(inside).astype(np.int64)
-    index = np.unique(pixel[:, 1] * width + pixel[:, 0])
+    # The binary map as its fixated native pixels (avrsp.pixels), unique by pixel index:
+    # O(K), not a full-size native raster.
+    cols, rows = pixel_of(inside, (height, width))
+    index = np.unique(rows * width + cols)
     cells = np.stack([index % width, index // width], axis=1)
     if method == "direct":
         out = _direct(cells, (height, width), sigma, (out_h, out_w))

@@ -638,10 +638,17 @@ def test_no_fixations_give_nan_and_border_fixations_count(impl):
 
 
 def test_points_to_fixation_map():
-    fm = M.points_to_fixation_map(np.array([[1.2, 0.0], [0.6, 0.4], [3, 2]]), (3, 4))
+    # The project's pixel convention (avrsp.pixels, docs/DATA.md): pixel c covers [c, c+1),
+    # so (x, y) fixates pixel (⌊x⌋, ⌊y⌋) — 0.6 is in pixel 0, 3.9 in pixel 3.
+    fm = M.points_to_fixation_map(np.array([[1.2, 0.0], [0.6, 0.4], [3.9, 2.99]]), (3, 4))
     expected = np.zeros((3, 4), bool)
-    expected[0, 1] = expected[2, 3] = True
+    expected[0, 1] = expected[0, 0] = expected[2, 3] = True
     np.testing.assert_array_equal(fm, expected)
+    # Native points at another resolution: (x, y) in a 30x40 frame → (⌊x/10⌋, ⌊y/10⌋).
+    native = M.points_to_fixation_map([(9.99, 0.0), (39.9, 29.9)], (3, 4), frame_size=(30, 40))
+    assert native[0, 0] and native[2, 3] and native.sum() == 2
+    with pytest.raises(InputError, match="outside the 30x40 frame"):
+        M.points_to_fixation_map([(40.0, 1.0)], (3, 4), frame_size=(30, 40))
     assert not M.points_to_fixation_map(np.empty((0, 2)), (3, 4)).any()
     with pytest.raises(InputError, match="outside the 3x4 map"):
         M.points_to_fixation_map([(4, 0)], (3, 4))

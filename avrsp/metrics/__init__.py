@@ -10,8 +10,9 @@ definition (``docs/METRICS.md`` documents every choice):
 * :mod:`avrsp.metrics.fast` — the same metrics, O(H·W) per frame, passes shared between
   metrics in :func:`all_metrics`; tested equal to the plain ones (to rounding, same
   random draws). This package exports these.
-* :mod:`avrsp.metrics.inputs` — the input checks both share, and
-  :func:`points_to_fixation_map`.
+* :mod:`avrsp.metrics.inputs` — the input checks both share. Fixation points become a
+  binary map with :func:`points_to_fixation_map` (from :mod:`avrsp.pixels`, the project's
+  one rasteriser: the point (x, y) fixates pixel (⌊x⌋, ⌊y⌋)).
 
 Inputs: ``pred`` is the predicted map (any real dtype, any size: resized to the ground
 truth's size first, see :func:`imresize`); ``gt_map`` the continuous human fixation map
@@ -22,8 +23,8 @@ undefined values are NaN, as in MATLAB. The random metrics take an integer ``see
 
 from avrsp.metrics import fast, plain
 from avrsp.metrics.fast import all_metrics, auc_borji, auc_judd, auc_shuffled, cc, kld, nss, sim
-from avrsp.metrics.inputs import points_to_fixation_map
 from avrsp.metrics.plain import EPS, JUDD_JITTER, METRIC_NAMES, imresize
+from avrsp.pixels import points_to_fixation_map
 
 __all__ = [
     "EPS",

@@ -89,35 +89,3 @@ def batch_inputs(
                 "(need [H, W] or [N, H, W])"
             )
     return p_all, g_all, f_all, o_all
-
-
-def points_to_fixation_map(points: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Binary fixation map ``bool [H, W]`` from fixation points ``[K, 2]`` given as (x, y).
-
-    ``x`` is the column and ``y`` the row, 0-based, in pixels of the ``shape = (H, W)`` map;
-    non-integer coordinates are rounded to the nearest pixel (``np.rint``: exact halves go
-    to the even pixel). Several points on one pixel give one fixated pixel, as in the
-    benchmark's binary maps. A point outside the map raises :class:`InputError` (silently
-    dropping gaze would change the scores).
-    """
-    h, w = (int(s) for s in shape)
-    if h < 1 or w < 1:
-        raise InputError(f"shape: expected a positive (H, W), got {tuple(shape)}")
-    out = np.zeros((h, w), dtype=bool)
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.size == 0:
-        return out
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise InputError(f"points: expected an array [K, 2] of (x, y), got shape {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise InputError("points: contains NaN or inf coordinates")
-    xy = np.rint(pts).astype(np.int64)
-    outside = (xy[:, 0] < 0) | (xy[:, 0] >= w) | (xy[:, 1] < 0) | (xy[:, 1] >= h)
-    if outside.any():
-        first = pts[np.argmax(outside)]
-        raise InputError(
-            f"points: {int(outside.sum())} point(s) outside the {h}x{w} map, "
-            f"e.g. (x={first[0]:g}, y={first[1]:g})"
-        )
-    out[xy[:, 1], xy[:, 0]] = True
-    return out
