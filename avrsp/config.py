@@ -286,6 +286,29 @@ class AVRSPConfig(_Strict):
         return AVRSPConfig.from_dict(data, source="overrides")
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"a.b.c": value}`` (values unchanged)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, mapping by mapping (``over`` wins); new dicts."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a JSON or YAML (by suffix) config file; errors name the file."""
     path = Path(path)

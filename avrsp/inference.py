@@ -263,6 +263,23 @@ def _stream(
             first += 1
 
 
+def frames_to_input(
+    frames: torch.Tensor | np.ndarray, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Stored frames ``uint8 [B, T, H, W, 3]`` → the model's input ``float32 [B, 3, T, H, W]``
+    in [0, 1], on ``device`` (the one place that does this; training, evaluation and
+    inference all call it)."""
+    x = torch.as_tensor(frames).to(device, non_blocking=True)
+    return x.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on a GPU, nothing elsewhere (CPU runs in float32)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _run(
     model: nn.Module,
     clips: np.ndarray,
@@ -272,15 +289,9 @@ def _run(
 ) -> np.ndarray:
     """One forward pass: ``clips uint8 [B, T, H, W, 3]`` → ``float32 [B, h, w]`` maps."""
     with torch.inference_mode():
-        x = torch.from_numpy(clips).to(device, non_blocking=True)
-        x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)  # [B, 3, T, H, W]
+        x = frames_to_input(clips, device)
         a = torch.from_numpy(audio).to(device) if audio is not None else None
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(device):
             out = model(x, a)
         out = out.float()
         if out.ndim == 4 and out.shape[1] == 1:

@@ -28,13 +28,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from avrsp.errors import InputError
+from avrsp.io import write_text
 
 __all__ = [
     "PAPER_METRICS",
@@ -440,17 +439,7 @@ class ResultsTable:
         }
         if path.suffix not in writers:
             raise InputError(f"{path}: unknown table format (use .md, .csv or .json)")
-        text = writers[path.suffix]()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text(path, writers[path.suffix]())
 
     @classmethod
     def load(cls, path: str | Path) -> ResultsTable:

@@ -21,7 +21,6 @@ belong to the audio branch and the fusion (``audio.*``, ``audio_proj.*``, ``fusi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from avrsp.config import AVRSPConfig
+from avrsp.config import AVRSPConfig, flatten
 from avrsp.errors import ConfigError, WeightsError
+from avrsp.io import atomic_write, write_json
 
 FORMAT = "avrsp-model"
 VERSION = 1
@@ -53,11 +53,9 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary name in the same folder, then rename (DESIGN §10)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, temp)
-    os.replace(temp, path)
+    """``torch.save`` through :func:`avrsp.io.atomic_write`."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def export_model(
@@ -84,10 +82,9 @@ def export_model(
         "meta": json.loads(json.dumps(meta or {})),  # JSON-able only: weights_only loads it
     }
     atomic_torch_save(payload, path)
-    side = path.with_suffix(".config.json")
-    temp = side.with_name(f".{side.name}.tmp{os.getpid()}")
-    temp.write_text(json.dumps({"config": config.to_dict(), "meta": payload["meta"]}, indent=2))
-    os.replace(temp, side)
+    write_json(
+        path.with_suffix(".config.json"), {"config": config.to_dict(), "meta": payload["meta"]}
+    )
     return path
 
 
@@ -130,23 +127,11 @@ def _config_of(data: dict[str, Any]) -> AVRSPConfig:
     return AVRSPConfig.from_dict(parsed, source=f"{data['path']} (stored config)")
 
 
-def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → ``{"a.b.c": value}`` (values unchanged)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_config(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(
     stored: AVRSPConfig, wanted: AVRSPConfig, ignore: tuple[str, ...] = ()
 ) -> list[str]:
     """``"model.width: stored 32, given 16"`` for every differing field (dotted keys)."""
-    a, b = flatten_config(stored.to_dict()), flatten_config(wanted.to_dict())
+    a, b = flatten(stored.to_dict()), flatten(wanted.to_dict())
     return [
         f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}"
         for k in sorted(set(a) | set(b))

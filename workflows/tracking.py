@@ -49,7 +49,7 @@ def _artifact_root(uri: str) -> str | None:
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config → ``{"a.b.c": "value"}`` with JSON-ish values (MLflow parameters)."""
-    from workflows.export import flatten_config
+    from avrsp.config import flatten as flatten_config
 
     def text(value: Any) -> str:
         if isinstance(value, (list, tuple)):
