@@ -1,4 +1,4 @@
-"""Cutting the audio that belongs to a window of frames (DESIGN §3, paper §III-A).
+"""Cutting the audio that belongs to a window of frames (paper §III-A; docs/MODEL.md, point 4).
 
 Training (preprocessing) and inference both call :func:`audio_window`, so a model sees
 exactly the same kind of audio buffer in both.

@@ -101,7 +101,7 @@ MIN_FRAMES = 5
 
 
 class ModelConfig(_Strict):
-    """The network's switches (DESIGN §3) — everything the ablation sweeps change."""
+    """The network's switches (docs/MODEL.md) — everything the ablation sweeps change."""
 
     use_audio: bool = Field(True, description="AV variant when true, V variant when false")
     fusion: FusionMethod = Field("ravf", description="how audio and visual features meet")
@@ -223,7 +223,7 @@ class ModelConfig(_Strict):
         return (w0, w1, w2, w3)
 
     def effective_bn_momentum(self) -> float:
-        """The S3D BatchNorm momentum the rule in DESIGN §3 picks."""
+        """The S3D BatchNorm momentum rule picks (docs/MODEL.md, S3D row)."""
         if self.bn_momentum is not None:
             return self.bn_momentum
         return 0.001 if self.s3d_weights is not None else 0.1

@@ -1,4 +1,4 @@
-"""Sliding-window inference: one saliency map for every frame of a video (DESIGN §7).
+"""Sliding-window inference: one saliency map for every frame of a video (docs/METRICS.md).
 
 The network maps a window of ``T`` frames (and the audio around them) to the saliency map
 of the window's **last** frame (paper §III). To give every frame a map, a window of size

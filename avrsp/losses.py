@@ -1,4 +1,4 @@
-"""Training loss: KL + a1·CC + a2·SIM (paper eq. 16–19, DESIGN §4).
+"""Training loss: KL + a1·CC + a2·SIM (paper eq. 16–19).
 
 Each term works on maps normalised per sample to sum to one (P, G), computed in float32
 even under autocast, and averaged over the batch. ``eps`` guards every division and the

@@ -1,6 +1,6 @@
 """Result tables: per-frame metric rows → per-video → per-dataset means → paper-shaped tables.
 
-Averaging follows the STAViS protocol (DESIGN §7), which produced the published numbers:
+Averaging follows the STAViS protocol (docs/METRICS.md), which produced the published numbers:
 
 1. a video's score is the mean over its frames (:func:`video_means`);
 2. a fold's score is the mean over its test videos — every video weighs the same, however

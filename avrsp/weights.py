@@ -1,4 +1,4 @@
-"""Pretrained backbone weights from local files (DESIGN §3, paper §III-A).
+"""Pretrained backbone weights from local files (paper §III-A; docs/MODEL.md).
 
 The paper initialises the visual encoder with S3D trained on Kinetics-400 and the audio
 encoder with SoundNet-8. Neither file can be fetched by this code: users pass a local path.

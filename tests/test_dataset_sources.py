@@ -1,4 +1,4 @@
-"""Dataset readers on tiny fixture trees built in the published layouts (DESIGN §5).
+"""Dataset readers on tiny fixture trees built in the published layouts (docs/DATA.md).
 
 The builders here (``build_dhf1k``, ``build_stavis``, ``make_video``, …) are also used by
 tests/test_dataset_segments.py and tests/test_pipeline.py.
@@ -125,7 +125,7 @@ def build_stavis(
 
 def ffmpeg_exe() -> str:
     try:
-        from preprocessing.ffmpeg import ffmpeg_exe as exe
+        from preprocessing.media import ffmpeg_exe as exe
 
         return exe()
     except ImportError:

@@ -1,4 +1,4 @@
-"""Sliding-window inference (avrsp.inference, DESIGN §7).
+"""Sliding-window inference (avrsp.inference).
 
 The model double reads back which frames it got: every input frame's pixels encode the
 frame's index (channel 0 = index mod 256, channel 1 = index div 256), and the double

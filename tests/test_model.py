@@ -661,7 +661,7 @@ def test_paper_preset_builds_the_papers_network(paper_model: AVRSP) -> None:
 
 @pytest.mark.slow
 def test_s3d_taps_at_paper_size(paper_model: AVRSP) -> None:
-    """DESIGN §3: the four taps at 32×224×384 (one no-grad pass, several seconds)."""
+    """The four taps at 32×224×384 (one no-grad pass, several seconds)."""
     with torch.no_grad():
         taps = paper_model.visual(torch.zeros(1, 3, 32, 224, 384))
     assert [tuple(t.shape[1:]) for t in taps] == [

@@ -1,4 +1,4 @@
-"""Exported models and stage-1 → stage-2 weight transfer (DESIGN §6, §10).
+"""Exported models and stage-1 → stage-2 weight transfer (docs/TRAINING.md).
 
 An *exported model* is what training leaves for ``evaluate`` and ``predict``: one file
 ``model.pt`` holding a plain dict (so it loads with ``torch.load(weights_only=True)``, no

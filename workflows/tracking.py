@@ -1,4 +1,4 @@
-"""MLflow tracking for training runs (DESIGN §1, §9).
+"""MLflow tracking for training runs (docs/TRAINING.md).
 
 One MLflow run per training job. The driver creates it (or finds it again when the same
 run is resumed: its id is kept in ``RUN_DIR/mlflow_run.json``) and logs every config value

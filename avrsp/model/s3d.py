@@ -1,4 +1,4 @@
-"""Visual backbone: torchvision's S3D with four stage taps (DESIGN §3, paper §III-A).
+"""Visual backbone: torchvision's S3D with four stage taps (paper §III-A; docs/MODEL.md).
 
 torchvision's ``s3d().features`` is a 16-block ``nn.Sequential`` with the same blocks as
 kylemin's original ``base`` (the one ViNet and TASED-Net load). The four encoder stages

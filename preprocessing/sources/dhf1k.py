@@ -1,4 +1,4 @@
-"""DHF1K (Wang et al., CVPR 2018): 1000 videos at 30 fps, visual only (DESIGN §5).
+"""DHF1K (Wang et al., CVPR 2018): 1000 videos at 30 fps, visual only (docs/DATA.md).
 
 Split by video number: 1–600 train, 601–700 val, 701–1000 test (annotations hidden;
 such videos are listed as skipped unless their annotation folders exist).

@@ -1,5 +1,5 @@
 """Raw videos with gaze samples: the plain CSV layout (also written by ``avrsp synth``) and
-DIEM-style per-participant event files (DESIGN §5; formats in docs/DATA.md).
+DIEM-style per-participant event files (formats in docs/DATA.md).
 
 Plain CSV (``csv:DIR`` or ``synthetic:DIR``)::
 

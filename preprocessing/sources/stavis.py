@@ -1,4 +1,4 @@
-"""The six audio-visual datasets in the STAViS layout (Tsiami et al., CVPR 2020; DESIGN §5).
+"""The six audio-visual datasets in the STAViS layout (Tsiami et al., CVPR 2020; docs/DATA.md).
 
 ``ROOT/video_frames/<DS>/<vid>/img_%05d.jpg``, ``ROOT/video_audio/<DS>/<vid>/<vid>.wav``,
 ``ROOT/annotations/<DS>/<vid>/maps/eyeMap_%05d.jpg`` (continuous maps) and
