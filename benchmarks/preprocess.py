@@ -1,11 +1,10 @@
-"""Preprocessing throughput vs plain ffmpeg, and memory at two dataset sizes (DESIGN §11).
+"""Preprocessing throughput vs plain ffmpeg, and memory at two dataset sizes.
 
 In one run, on the same copies of one clip, for each dataset size in ``--videos``:
 
-1. *baseline*: plain ``ffmpeg`` decoding + scaling every video to raw RGB frames at the
-   model size (the same filter chain as :func:`preprocessing.ffmpeg.iter_frames`: scale with
-   area interpolation, rgb24 to a pipe that this process reads in 1 MiB pieces and
-   discards), ``--cpus`` videos at a time;
+1. *baseline*: the plain ``ffmpeg`` program decoding + scaling every video to raw RGB
+   frames at the model size (area interpolation, rgb24 to a pipe that this process reads in
+   1 MiB pieces and discards), ``--cpus`` videos at a time;
 2. *job*: the Ray Data job (:func:`preprocessing.pipeline.preprocess`) writing the segment
    shards of the same videos into a new folder, on a local Ray with ``--cpus`` CPUs. Ray's
    start-up is timed apart: ``ray.init`` and a no-op Ray Data job (the first Ray Data job
@@ -21,7 +20,7 @@ alike; the median over the rounds is the figure to quote (this VM's speed wander
 from one minute to the next).
 
 Prints, per round, frames/s of both and their ratio (goal ≥ 0.8) and the CPU time per
-frame of both (the benchmark process, the ffmpeg processes and the whole local Ray tree),
+frame of both (the benchmark process, its ffmpeg processes and the whole local Ray tree),
 the load average around each measurement (other work on the machine skews the numbers),
 and the peak memory of each size (driver RSS and the sum of the Ray worker processes'
 peaks, as the kernel tracks them: :class:`PeakMemory`; memory must stay flat as the
@@ -49,14 +48,14 @@ import numpy as np
 import psutil
 
 from avrsp.config import preset
-from preprocessing import ffmpeg
+from preprocessing import media
 from preprocessing.pipeline import preprocess
 from preprocessing.segments import SegmentOptions
 
 
 def make_dataset(clip: Path, root: Path, count: int, observers: int = 8) -> int:
     """``count`` copies of ``clip`` in the plain CSV layout with random gaze; returns frames."""
-    info = ffmpeg.probe(clip)
+    info = media.probe(clip)
     frames = info.frame_count or round((info.duration_s or 0) * info.fps)
     (root / "videos").mkdir(parents=True)
     (root / "gaze").mkdir()
@@ -79,7 +78,7 @@ def ffmpeg_baseline(videos: list[Path], size: tuple[int, int], cpus: int) -> tup
 
     def one(path: Path) -> int:
         cmd = [
-            ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
             "-i", str(path), "-map", "0:V:0", "-vf", f"scale={w}:{h}:flags=area",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:",
         ]  # fmt: skip
@@ -101,8 +100,8 @@ class CpuClock:
     """CPU seconds used by this process and its descendants since the last ``lap()``.
 
     Counts this process (user + system), the ffmpeg processes it waited for, and every
-    live descendant (the local Ray: workers with the ffmpeg processes they waited for,
-    raylet, GCS, agents). Unlike wall time it hardly depends on other work on the machine.
+    live descendant (the local Ray: workers, raylet, GCS, agents). Unlike wall time it
+    hardly depends on other work on the machine.
     """
 
     def __init__(self) -> None:
@@ -177,7 +176,7 @@ class PeakMemory:
     baselines). :meth:`reset` restarts each process's peak at its current RSS (``5`` to
     ``/proc/PID/clear_refs``, Linux ≥ 4.0). Only this process's descendants count (the
     local Ray started here), workers titled ``ray::IDLE``, ``ray::<task>`` and so on, not
-    Ray's agents nor a worker's ffmpeg. A sum of peaks is at least the peak of the sum.
+    Ray's agents. A sum of peaks is at least the peak of the sum.
     """
 
     def __init__(self) -> None:

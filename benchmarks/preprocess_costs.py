@@ -1,26 +1,21 @@
 """Where the preprocessing job's CPU goes, against the baseline of benchmarks/preprocess.py.
 
 Complements ``benchmarks/preprocess.py`` (the ratio) with the split behind it
-(docs/PERFORMANCE.md, "Re-measured 2026-11-26"), on copies of one clip at a preset's size:
+(docs/PERFORMANCE.md), on copies of one clip at a preset's size:
 
-1. ffmpeg command lines on one copy, CPU ms (``getrusage`` of the waited children, minimum
-   and median of ``--repeats`` runs): the baseline with ffmpeg's default threads and with one
-   thread, decoding alone, the video part of the job's process (MJPEG, and raw output
-   instead to isolate the encoder), its audio part alone, the whole of it (frames, audio and
-   the packet table: :class:`preprocessing.ffmpeg.OnePass`), and the probe scan (which the
-   job now runs only for files that one process cannot do alone);
-2. one video written in this process (``write_video``): Python's CPU and its ffmpeg
-   children's, per video;
+1. per video, CPU ms (minimum and median of ``--repeats`` runs): the baseline's ffmpeg
+   command line with ffmpeg's default threads and with one thread, and its decoding alone;
+   then the job's media work in this process (:mod:`preprocessing.media`, one thread):
+   ``probe``, ``decode_audio``, decoding alone, decoding + scaling (``iter_frames``) and
+   decoding + scaling + JPEG (``iter_jpeg_frames``, what the job runs);
+2. one video written in this process (``write_video``), CPU ms per video;
 3. ``--videos`` copies written without Ray, one and two processes at a time
    (``preprocess(use_ray=False)``), and with the Ray Data job on a local Ray, the last
-   split by process kind (driver, workers with their ffmpeg, Ray's daemons; psutil).
+   split by process kind (driver, workers, Ray's daemons; psutil).
 
     python benchmarks/preprocess_costs.py --clip ../shared/data/media/chaplin.mp4 --videos 40
 
-The command lines of step 1 mirror those :class:`preprocessing.ffmpeg.OnePass`,
-:func:`preprocessing.ffmpeg.iter_jpeg_frames` and :func:`preprocessing.ffmpeg.probe` build
-(the quantization matrices left at ffmpeg's own for ``-q:v 8``, which costs the same; the
-audio and the packet table to ``/dev/null``); run on an otherwise idle machine.
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -32,13 +27,15 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import av
 import psutil
 from preprocess import ffmpeg_baseline, make_dataset, warm_up_ray_data
 
 from avrsp.config import preset
-from preprocessing import ffmpeg
+from preprocessing import media
 from preprocessing.pipeline import preprocess
 from preprocessing.segments import SegmentOptions, write_video
 from preprocessing.sources import open_source
@@ -53,47 +50,55 @@ def _cpu() -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
-def command_costs(video: Path, size: tuple[int, int], repeats: int) -> None:
+def _decode_only(video: Path) -> None:
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for _ in container.decode(stream):
+            pass
+
+
+def media_costs(video: Path, size: tuple[int, int], repeats: int) -> None:
     h, w = size
-    base = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    base = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
     one = ["-threads", "1"]
-    jfif = f"[0:V:0]scale={w}:{h}:flags=area:out_color_matrix=bt601:out_range=pc,format=yuvj420p[v]"
-    pcm = "[0:a:0]aresample=first_pts=0:ochl=mono:osr=22050:rematrix_maxval=1[a]"
-    tail = ["-filter_complex_threads", "1"]
-    cases = {
+    commands = {
         "baseline, default threads": [*base, "-i", video, "-map", "0:V:0", "-vf",
             f"scale={w}:{h}:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"],
         "baseline, one thread": [*base, *one, "-i", video, "-map", "0:V:0", "-vf",
             f"scale={w}:{h}:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb24", *one,
             "-filter_threads", "1", "pipe:"],
-        "decoding alone, one thread": [*base, *one, "-i", video, "-map", "0:V:0", "-f", "null",
-            "-"],
-        "job's video part (MJPEG)": [*base, *one, "-i", video, "-filter_complex", jfif,
-            "-map", "[v]", "-f", "image2pipe", "-fps_mode", "passthrough", "-huffman",
-            "default", "-q:v", "8", *one, "-vcodec", "mjpeg", "pipe:", *tail],
-        "job's video part, raw output": [*base, *one, "-i", video, "-filter_complex", jfif,
-            "-map", "[v]", "-f", "rawvideo", *one, "pipe:", *tail],
-        "job's audio part alone": [*base, *one, "-i", video, "-filter_complex", pcm, "-map",
-            "[a]", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:", *tail],
-        "job's one process": [*base, *one, "-i", video, "-filter_complex", f"{jfif};{pcm}",
-            "-map", "[v]", "-f", "image2pipe", "-fps_mode", "passthrough", "-flush_packets",
-            "0", "-huffman", "default", "-q:v", "8", *one, "-vcodec", "mjpeg", "pipe:",
-            "-map", "[a]", "-f", "f32le", "-acodec", "pcm_f32le", "-flush_packets", "0",
-            "-y", "/dev/null", "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-y",
-            "/dev/null", *tail],
-        "probe scan (framecrc)": [*base, "-i", video, "-map", "0:V:0?", "-f", "framecrc",
-            "-c", "copy", "pipe:"],
-        "starting ffmpeg (-version)": [ffmpeg.ffmpeg_exe(), "-version"],
+        "ffmpeg decoding alone, one thread": [*base, *one, "-i", video, "-map", "0:V:0",
+            "-f", "null", "-"],
     }  # fmt: skip
-    print(f"1. ffmpeg on {video.name}, CPU ms (min / median of {repeats})")
-    for name, cmd in cases.items():
+    info = media.probe(video)
+    calls: dict[str, Callable[[], object]] = {
+        "probe": lambda: media.probe(video),
+        "decode_audio (22.05 kHz)": lambda: media.decode_audio(video, 22050, info=info),
+        "PyAV decoding alone": lambda: _decode_only(video),
+        "iter_frames (+ scaling)": lambda: sum(
+            1 for _ in media.iter_frames(video, size, info=info)
+        ),
+        "iter_jpeg_frames (+ JPEG)": lambda: sum(
+            1 for _ in media.iter_jpeg_frames(video, size, info=info)
+        ),
+    }
+    print(f"1. {video.name}, CPU ms per video (min / median of {repeats})")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    for name, cmd in commands.items():
         used = []
         for _ in range(repeats):
             before = _cpu()[1]
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
             subprocess.run([str(c) for c in cmd], check=True, **quiet)
             used.append(1000 * (_cpu()[1] - before))
-        print(f"   {name:<28} {min(used):5.0f} / {statistics.median(used):5.0f}")
+        print(f"   {name:<36} {min(used):5.0f} / {statistics.median(used):5.0f}")
+    for name, call in calls.items():
+        used = []
+        for _ in range(repeats):
+            before = _cpu()[0]
+            call()
+            used.append(1000 * (_cpu()[0] - before))
+        print(f"   {name:<36} {min(used):5.0f} / {statistics.median(used):5.0f}")
 
 
 def in_process(root: Path, work: Path, opts: SegmentOptions, config_json: str) -> None:
@@ -104,8 +109,8 @@ def in_process(root: Path, work: Path, opts: SegmentOptions, config_json: str) -
         before = _cpu()
         summary = write_video(record, opts, work / "one", config_json=config_json)
         after = _cpu()
-        print(f"   {record.video_id}: Python {1000 * (after[0] - before[0]):.0f}, "
-              f"ffmpeg {1000 * (after[1] - before[1]):.0f} ({summary.status})")  # fmt: skip
+        print(f"   {record.video_id}: {1000 * (after[0] - before[0]):.0f} "
+              f"({summary.status})")  # fmt: skip
 
 
 def _by_kind() -> dict[int, tuple[str, float]]:
@@ -119,7 +124,7 @@ def _by_kind() -> dict[int, tuple[str, float]]:
         if proc.pid == me.pid:
             kind = "driver (+ its waited children)"
         elif name.startswith("ray::") and not name.endswith("Agent"):
-            kind = "Ray workers (+ their ffmpeg)"
+            kind = "Ray workers"
         else:
             kind = name
         out[proc.pid] = (kind, t.user + t.system + t.children_user + t.children_system)
@@ -177,7 +182,7 @@ def main() -> None:
         root, work = Path(tmp) / "clips", Path(tmp)
         frames = make_dataset(args.clip, root, max(args.videos, 6))
         first = sorted((root / "videos").iterdir())[0]
-        command_costs(first, (opts.height, opts.width), args.repeats)
+        media_costs(first, (opts.height, opts.width), args.repeats)
         in_process(root, work, opts, config.to_json())
         whole_jobs(root, work, opts, config, frames)
 

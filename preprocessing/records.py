@@ -345,13 +345,13 @@ def read_gaze_csv(
 
     Returns ``(frames int64 [N], points float32 [N, 2])``. When a row has a time ``t``
     (seconds) it wins over ``frame``: the frame is ``floor(t * fps + 0.5)`` (frame k is
-    centred at k / fps, avrsp.audio; :func:`preprocessing.ffmpeg.frame_at_time`). Rows with
+    centred at k / fps, avrsp.audio; :func:`preprocessing.media.frame_at_time`). Rows with
     an empty x or y (lost tracking) are skipped, as are blank lines.
 
     Plain :func:`csv.reader` rows by column index, numbers converted per row and frame
     times in one vectorised step: a few ms for a video's table of thousands of rows.
     """
-    from preprocessing.ffmpeg import frame_at_time
+    from preprocessing.media import frame_at_time
 
     paths = list(paths)
     frames: list[int] = []  # the frame column; -1 where the row's time decides

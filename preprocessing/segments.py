@@ -1,14 +1,15 @@
-"""One video → Parquet segment shards (DESIGN §5; schema in docs/DATA.md).
+"""One video → Parquet segment shards (schema in docs/DATA.md).
 
 A *segment* (one Parquet row) is one training window: the ``T`` frames ``i-T+1 … i``
 (JPEG), the audio buffer :func:`avrsp.audio.audio_window` cuts for them, and the target
 saliency map and fixation points of the last frame ``i``. Windows end at frames
 ``T-1, T-1+stride, …``; a video shorter than ``T`` frames gives one window ending at its
-last frame, padded at the start by repeating its first frame (as inference does, DESIGN §7).
+last frame, padded at the start by repeating its first frame (as inference does).
 
-Everything here is plain Python (no Ray): :func:`iter_segments` yields rows,
-:func:`write_video` writes one video's shards atomically and returns a summary, and
-:func:`decode_segment` turns a row back into arrays.
+Everything here is plain Python (no Ray): :func:`iter_segments` yields rows and
+:func:`write_video` writes one video's shards atomically and returns a summary. The row
+format (Arrow schema, JPEG and PNG encoding, :func:`decode_segment`) is
+:mod:`preprocessing.schema`, which the readers import without the media stack.
 
 Layout of an output folder::
 
@@ -19,13 +20,10 @@ Layout of an output folder::
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
-import struct
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -37,46 +35,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from avrsp.audio import audio_window, window_span
+from avrsp.audio import audio_window
 from avrsp.errors import AVRSPError, InputError
-from preprocessing import ffmpeg
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
+from preprocessing.media import MediaInfo, decode_audio, iter_jpeg_frames, probe
 from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
+
+# The row format lives in preprocessing.schema; these names stay importable from here.
+from preprocessing.schema import SCHEMA as SCHEMA
+from preprocessing.schema import SCHEMA_VERSION as SCHEMA_VERSION
+from preprocessing.schema import decode_segment as decode_segment
+from preprocessing.schema import encode_jpeg as encode_jpeg
+from preprocessing.schema import encode_map_png as encode_map_png
+from preprocessing.schema import rows_to_table as rows_to_table
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pydantic's models: not imported by the Ray workers (≈ 0.1 s each)
     from avrsp.config import AVRSPConfig
 
-SCHEMA_VERSION = 1
 MiB = 1 << 20
 TargetMode = Literal["auto", "fixations", "dataset"]
-
-SCHEMA = pa.schema(
-    [
-        pa.field("schema_version", pa.int16()),
-        pa.field("dataset", pa.string()),
-        pa.field("video", pa.string()),
-        pa.field("split", pa.string()),
-        pa.field("fold", pa.int16()),
-        pa.field("last_frame", pa.int32()),
-        pa.field("num_frames", pa.int16()),
-        pa.field("fps", pa.float32()),
-        pa.field("native_height", pa.int32()),
-        pa.field("native_width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("width", pa.int32()),
-        pa.field("frames_jpeg", pa.list_(pa.binary())),
-        pa.field("has_audio", pa.bool_()),
-        pa.field("sample_rate", pa.int32()),
-        pa.field("audio", pa.list_(pa.float32())),
-        pa.field("target_png", pa.binary()),
-        pa.field("target_source", pa.string()),
-        pa.field("fixations", pa.list_(pa.float32())),
-        pa.field("fixations_dropped", pa.int32()),
-    ],
-    metadata={b"avrsp.schema_version": str(SCHEMA_VERSION).encode()},
-)
 
 
 @dataclass(frozen=True)
@@ -161,31 +140,18 @@ class VideoSummary:
 
 @dataclass
 class _Media:
-    """What decoding a record needs to know before the first frame.
-
-    The audio is either ``waveform`` (decoded before the frames: a separate audio file) or
-    ``piped`` (the video's own track, which the frames' ffmpeg process decodes too).
-    ``one_pass``: the running ffmpeg process that gives the frames, the audio and the
-    probe's findings together (then ``info`` is None).
-    """
+    """What decoding a record needs to know before the first frame; ``waveform`` is its
+    audio, decoded before the frames (empty: none)."""
 
     fps: float
     native_size: tuple[int, int]
     resample_fps: float | None
     waveform: np.ndarray
     notes: list[str]
-    info: ffmpeg.MediaInfo | None  # reused by the decoder
-    piped: ffmpeg.PipedAudio | None = None
-    one_pass: ffmpeg.OnePass | None = None
-
-    def close(self) -> None:
-        if self.one_pass is not None:
-            self.one_pass.close()
+    info: MediaInfo  # reused by the decoder
 
 
-def _open_media(record: VideoRecord, opts: SegmentOptions, one_pass: bool = False) -> _Media:
-    if one_pass and not record.is_frame_folder and record.audio in (None, record.frames):
-        return _open_one_pass(record, opts)
+def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
     notes: list[str] = []
     resample: float | None = None
     channels = 0
@@ -201,8 +167,8 @@ def _open_media(record: VideoRecord, opts: SegmentOptions, one_pass: bool = Fals
         except OSError as exc:
             raise InputError(f"{first}: cannot read frame ({exc})") from None
         fps = float(record.fps)
-        # The reader counted the files already: no need for ffmpeg to scan the folder.
-        info = ffmpeg.MediaInfo(
+        # The reader counted the files already: no need to scan the folder.
+        info = MediaInfo(
             path=Path(record.frames),
             width=native[1],
             height=native[0],
@@ -216,7 +182,7 @@ def _open_media(record: VideoRecord, opts: SegmentOptions, one_pass: bool = Fals
             video_duration_s=record.num_frames / fps,
         )
     else:
-        info = ffmpeg.probe(record.frames)
+        info = probe(record.frames)
         native = (info.height, info.width)
         fps = float(record.fps or info.fps)
         channels = info.audio_channels if info.has_audio else 0
@@ -224,121 +190,28 @@ def _open_media(record: VideoRecord, opts: SegmentOptions, one_pass: bool = Fals
             resample = fps
             notes.append(f"variable frame rate: resampled to constant {fps:g} fps")
     waveform = np.zeros(0, dtype=np.float32)
-    piped: ffmpeg.PipedAudio | None = None
     if record.audio is not None:
-        if record.audio == record.frames and channels > 2:
+        own = record.audio == record.frames
+        if own and channels > 2:
             notes.append(f"{channels}-channel audio downmixed to mono")
-        if record.audio == record.frames and not record.is_frame_folder:
-            # The video's own track: decoded by the frames' ffmpeg process, on a second pipe.
-            piped = ffmpeg.PipedAudio(opts.sample_rate)
-        else:
-            waveform = ffmpeg.decode_audio(record.audio, sample_rate=opts.sample_rate)
-    if piped is None and waveform.size == 0:
+        waveform = decode_audio(record.audio, opts.sample_rate, info=info if own else None)
+    if waveform.size == 0:
         notes.append(_NO_AUDIO)
-    return _Media(
-        fps=fps,
-        native_size=native,
-        resample_fps=resample,
-        waveform=waveform,
-        notes=notes,
-        info=info,
-        piped=piped,
-    )
-
-
-def _open_one_pass(record: VideoRecord, opts: SegmentOptions) -> _Media:
-    """The video's ffmpeg process started, its description read (:class:`ffmpeg.OnePass`;
-    :class:`ffmpeg.NeedsProbe` where the file needs the probe first)."""
-    piped = ffmpeg.PipedAudio(opts.sample_rate) if record.audio is not None else None
-    stream = ffmpeg.OnePass(
-        record.frames, (opts.height, opts.width), quality=opts.jpeg_quality, audio=piped
-    )
-    head = stream.head
-    notes: list[str] = []
-    if piped is None:
-        notes.append(_NO_AUDIO)
-    elif head.audio_channels > 2:
-        notes.append(f"{head.audio_channels}-channel audio downmixed to mono")
-    return _Media(
-        fps=float(record.fps or head.fps),
-        native_size=(head.height, head.width),
-        resample_fps=None,
-        waveform=np.zeros(0, dtype=np.float32),
-        notes=notes,
-        info=None,
-        piped=piped,
-        one_pass=stream,
-    )
+    return _Media(fps, native, resample, waveform, notes, info)
 
 
 _NO_AUDIO = "no audio: silent buffers, has_audio = false"
 
 
 def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Iterator[bytes]:
-    """The frames at the model size as JPEG files, in order: ffmpeg scales and encodes
-    them (:func:`preprocessing.ffmpeg.iter_jpeg_frames`, quality ``opts.jpeg_quality``, or
-    the running :class:`preprocessing.ffmpeg.OnePass`), and decodes the video's own audio
-    into ``media.piped`` on the way."""
-    if media.one_pass is not None:
-        return media.one_pass.frames()
-    size = (opts.height, opts.width)
-    fps = media.fps if record.is_frame_folder else media.resample_fps
-    return ffmpeg.iter_jpeg_frames(
+    """The frames at the model size as JPEG files of quality ``opts.jpeg_quality``, in
+    order (:func:`preprocessing.media.iter_jpeg_frames`)."""
+    return iter_jpeg_frames(
         record.frames,
-        size,
-        fps=fps,
+        (opts.height, opts.width),
+        fps=media.fps if record.is_frame_folder else media.resample_fps,
         info=media.info,
         quality=opts.jpeg_quality,
-        audio=media.piped,
-    )
-
-
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    """One ``uint8 [H, W, 3]`` RGB frame as JPEG with Pillow (the job lets ffmpeg encode)."""
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def encode_map_png(saliency: np.ndarray) -> bytes:
-    """A map ``[H, W]`` (any non-negative scale) as 8-bit grey PNG, maximum 255 (zeros stay)."""
-    peak = float(saliency.max()) if saliency.size else 0.0
-    if peak <= 0:
-        return png_gray8(np.zeros(saliency.shape, np.uint8))
-    scaled = saliency * np.float32(255.0 / peak)
-    np.rint(scaled, out=scaled)
-    return png_gray8(np.clip(scaled, 0, 255, out=scaled).astype(np.uint8))
-
-
-def png_gray8(image: np.ndarray) -> bytes:
-    """``uint8 [H, W]`` as a PNG file (8-bit greyscale, no interlace), written directly.
-
-    Every row gets PNG's "Up" filter (the difference to the row above, one NumPy step),
-    then zlib at level 1: for a blurred fixation map 0.3 ms and ≈ 8.5 KB at 224×384,
-    where Pillow's encoder at level 1 took 0.8 ms for ≈ 8.8 KB. Any PNG reader decodes it
-    (PNG specification, filter type 2; tests compare with Pillow's decoding).
-    """
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim != 2 or 0 in image.shape:
-        raise ValueError(f"png_gray8 needs a non-empty [H, W] image, got shape {image.shape}")
-    height, width = image.shape
-    rows = np.empty((height, width + 1), dtype=np.uint8)
-    rows[:, 0] = 2  # filter type "Up"; the first row's "above" is zeros
-    rows[0, 1:] = image[0]
-    np.subtract(image[1:], image[:-1], out=rows[1:, 1:])  # modulo 256, as PNG wants
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bit, grey
-    return b"".join(
-        (
-            b"\x89PNG\r\n\x1a\n",
-            chunk(b"IHDR", header),
-            chunk(b"IDAT", zlib.compress(rows.data, 1)),
-            chunk(b"IEND", b""),
-        )
     )
 
 
@@ -359,23 +232,15 @@ def iter_segments(
     *,
     counters: _Counters | None = None,
     notes: list[str] | None = None,
-    one_pass: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """The rows of one video, in order (schema :data:`SCHEMA`, docs/DATA.md).
+    """The rows of one video, in order (schema :data:`preprocessing.schema.SCHEMA`,
+    docs/DATA.md).
 
     Raises InputError for unreadable media and annotations that do not fit the video
     (checked after the last frame, so a caller must not publish rows before the end).
-    ``one_pass``: decode a video file with :class:`ffmpeg.OnePass` (one ffmpeg process
-    instead of a probe and a decoding process: the rows are the same); it may raise
-    :class:`ffmpeg.NeedsProbe`, also after rows came: then start over without it
-    (:func:`write_video` does).
     """
     counters = counters if counters is not None else _Counters()
-    media = _open_media(record, opts, one_pass)
-    try:
-        yield from _iter_rows(record, opts, media, counters, notes)
-    finally:
-        media.close()
+    yield from _iter_rows(record, opts, _open_media(record, opts), counters, notes)
 
 
 def _iter_rows(
@@ -408,6 +273,7 @@ def _iter_rows(
         "height": opts.height,
         "width": opts.width,
         "sample_rate": opts.sample_rate,
+        "has_audio": media.waveform.size > 0,
     }
 
     def target(frame: int) -> tuple[bytes, str, np.ndarray, int] | None:
@@ -434,21 +300,14 @@ def _iter_rows(
             return None
         return encode_map_png(saliency), source, np.asarray(points, np.float32), dropped
 
-    def waveform() -> np.ndarray:
-        return media.piped.waveform() if media.piped is not None else media.waveform
-
     def row(last: int, frames: list[bytes]) -> dict[str, Any] | None:
         made = target(last)
         if made is None:
             counters.without_target += 1
             return None
         png, source, points, dropped = made
-        if "has_audio" not in base:  # the first row: the audio has begun, or has ended
-            base["has_audio"] = waveform().size > 0
-            if not base["has_audio"] and media.piped is not None and notes is not None:
-                notes.append(_NO_AUDIO)
         audio = audio_window(
-            waveform(),
+            media.waveform,
             last_frame=last,
             frames=T,
             fps=media.fps,
@@ -467,22 +326,6 @@ def _iter_rows(
             "fixations_dropped": dropped,
         }
 
-    # A window's audio ends with its last frame: with the audio on its own pipe next to the
-    # frames, a window waits (its frames shared, not copied) until that much audio came.
-    def audio_ready(last: int) -> bool:
-        if media.piped is None:
-            return True
-        stop = window_span(last, T, media.fps, opts.sample_rate)[1]
-        return media.piped.ready(stop)
-
-    pending: deque[tuple[int, list[bytes]]] = deque()
-
-    def flush(everything: bool) -> Iterator[dict[str, Any]]:
-        while pending and (everything or audio_ready(pending[0][0])):
-            out = row(*pending.popleft())
-            if out is not None:
-                yield out
-
     # Each frame is encoded once; the T / stride windows that hold it share its bytes.
     window: deque[bytes] = deque(maxlen=T)
     first_jpeg: bytes | None = None
@@ -492,10 +335,9 @@ def _iter_rows(
         window.append(jpeg)
         count = k + 1
         if k >= T - 1 and (k - (T - 1)) % opts.stride == 0:
-            pending.append((k, list(window)))
-        yield from flush(False)
-    # The frames have ended: so has the audio (complete, or the decoder raised).
-    yield from flush(True)
+            out = row(k, list(window))
+            if out is not None:
+                yield out
     counters.frames = count
     if count == 0:
         raise InputError(f"{record.frames}: no frames decoded")
@@ -515,23 +357,6 @@ def _iter_rows(
             f"windows' last frames fall outside the {w}×{h} frame (wrong coordinates or "
             "screen size?)"
         )
-
-
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows of :func:`iter_segments` as an Arrow table with :data:`SCHEMA`."""
-    columns: dict[str, pa.Array] = {}
-    for fld in SCHEMA:
-        values = [r[fld.name] for r in rows]
-        if fld.name in ("audio", "fixations"):
-            offsets = np.zeros(len(values) + 1, dtype=np.int32)
-            offsets[1:] = np.cumsum([len(v) for v in values])
-            flat = np.concatenate(values) if values else np.zeros(0, np.float32)
-            columns[fld.name] = pa.ListArray.from_arrays(
-                pa.array(offsets), pa.array(flat.astype(np.float32))
-            )
-        else:
-            columns[fld.name] = pa.array(values, type=fld.type)
-    return pa.Table.from_arrays(list(columns.values()), schema=SCHEMA)
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -695,47 +520,38 @@ def write_video(
         "avrsp.options": json.dumps(asdict(opts)),
         "avrsp.config": config_json,
     }
-    # One ffmpeg process first; where it cannot do the file alone, the probe-first way.
-    for one_pass in (True, False):
-        writer = ShardWriter(folder, stem, opts, metadata)
-        counters = _Counters()
-        notes: list[str] = []
-        try:
-            rows = iter_segments(record, opts, counters=counters, notes=notes, one_pass=one_pass)
-            with contextlib.closing(rows):  # ffmpeg stops at once should writing fail
-                for row in rows:
-                    summary.has_audio = bool(row["has_audio"])
-                    summary.fps = float(row["fps"])
-                    writer.add(row)
-            finals = writer.commit()
-        except ffmpeg.NeedsProbe as why:
-            writer.abort()
-            if one_pass:
-                log.debug("%s: decoding again, probe first (%s)", record.frames, why)
-                continue
-            summary.status, summary.reason = "failed", f"{record.frames}: {why}"
-        except AVRSPError as exc:
-            writer.abort()
-            summary.status, summary.reason = "failed", str(exc)
-        except Exception as exc:  # a library error we did not foresee: report, never lose others
-            writer.abort()
+    writer = ShardWriter(folder, stem, opts, metadata)
+    counters = _Counters()
+    notes: list[str] = []
+    try:
+        rows = iter_segments(record, opts, counters=counters, notes=notes)
+        with contextlib.closing(rows):  # the decoder closes the file at once should writing fail
+            for row in rows:
+                summary.has_audio = bool(row["has_audio"])
+                summary.fps = float(row["fps"])
+                writer.add(row)
+        finals = writer.commit()
+    except AVRSPError as exc:
+        writer.abort()
+        summary.status, summary.reason = "failed", str(exc)
+    except Exception as exc:  # a library error we did not foresee: report, never lose others
+        writer.abort()
+        summary.status = "failed"
+        summary.reason = f"{record.frames}: {type(exc).__name__}: {exc}"
+    else:
+        summary.windows = writer.rows
+        summary.files = [str(p.relative_to(out)) for p in finals]
+        summary.bytes = sum(p.stat().st_size for p in finals)
+        if summary.windows == 0:
             summary.status = "failed"
-            summary.reason = f"{record.frames}: {type(exc).__name__}: {exc}"
-        else:
-            summary.windows = writer.rows
-            summary.files = [str(p.relative_to(out)) for p in finals]
-            summary.bytes = sum(p.stat().st_size for p in finals)
-            if summary.windows == 0:
-                summary.status = "failed"
-                summary.reason = (
-                    f"{record.dataset}/{record.video_id}: no window has a target map "
-                    f"({counters.frames} frames, {counters.without_target} windows without "
-                    "fixations)"
-                )
-                for path in finals:
-                    path.unlink(missing_ok=True)
-                summary.files, summary.bytes = [], 0
-        break
+            summary.reason = (
+                f"{record.dataset}/{record.video_id}: no window has a target map "
+                f"({counters.frames} frames, {counters.without_target} windows without "
+                "fixations)"
+            )
+            for path in finals:
+                path.unlink(missing_ok=True)
+            summary.files, summary.bytes = [], 0
     summary.frames = counters.frames
     summary.fixation_points = counters.points
     summary.fixations_dropped = counters.dropped
@@ -745,28 +561,3 @@ def write_video(
     if summary.status == "ok":
         write_json_atomic(marker, summary.to_dict())
     return summary
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def decode_segment(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row back as arrays.
-
-    Returns ``frames`` uint8 ``[T, H, W, 3]``, ``audio`` float32 ``[S]``, ``target`` float32
-    ``[H, W]`` in [0, 1] (maximum 1), ``fixations`` float32 ``[K, 2]`` (x, y native
-    pixels), plus the scalar columns unchanged.
-    """
-    version = int(row.get("schema_version", -1))
-    if version != SCHEMA_VERSION:
-        raise InputError(f"segment schema_version {version}; this code reads {SCHEMA_VERSION}")
-    frames = np.stack(
-        [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in row["frames_jpeg"]]
-    )
-    target = np.asarray(Image.open(io.BytesIO(row["target_png"])), dtype=np.float32) / 255.0
-    out = {k: v for k, v in row.items() if k not in ("frames_jpeg", "target_png")}
-    out["frames"] = frames
-    out["audio"] = np.asarray(row["audio"], dtype=np.float32)
-    out["target"] = target
-    out["fixations"] = np.asarray(row["fixations"], dtype=np.float32).reshape(-1, 2)
-    return out

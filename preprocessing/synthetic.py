@@ -47,7 +47,7 @@ import ffmpeg as ffmpeg_python
 import numpy as np
 
 from avrsp.errors import InputError
-from preprocessing.ffmpeg import ffmpeg_exe
+from preprocessing.media import ffmpeg_exe
 
 Condition = Literal["relevant", "irrelevant", "silent"]
 FORMAT = "avrsp-synthetic"

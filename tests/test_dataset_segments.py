@@ -25,16 +25,14 @@ from test_dataset_sources import (
 from avrsp.audio import audio_window
 from avrsp.config import preset
 from avrsp.errors import InputError
-from preprocessing.ffmpeg import jpeg_quant_tables
-from preprocessing.segments import (
+from preprocessing.schema import (
     SCHEMA_VERSION,
-    SegmentOptions,
     decode_segment,
     encode_map_png,
-    iter_segments,
+    jpeg_quant_tables,
     png_gray8,
-    write_video,
 )
+from preprocessing.segments import SegmentOptions, iter_segments, write_video
 from preprocessing.sources import dhf1k, stavis
 
 RATE = 8000
@@ -85,7 +83,7 @@ def test_windows_alignment_and_fixation_targets(avad, tmp_path: Path) -> None:
     assert seg["frames"].shape == (4, 32, 48, 3) and seg["target"].shape == (32, 48)
     # Frames 2 and 3 are in both windows: encoded once, the same bytes in both rows.
     assert rows[0]["frames_jpeg"][2:] == rows[1]["frames_jpeg"][:2]
-    # ffmpeg encodes the JPEGs with libjpeg's tables for the quality asked (here 90).
+    # The JPEGs carry libjpeg's tables for the quality asked (here 90).
     with Image.open(io.BytesIO(rows[0]["frames_jpeg"][0])) as img:
         assert list(img.quantization[0])[1:] == jpeg_quant_tables(90)[0][1:]
     # Frames 2…5 in order: their red channel encodes 10·k (JPEG twice: a few levels off).

@@ -1,4 +1,5 @@
-"""Decoding with real ffmpeg on real files: the shared clips and files made here."""
+"""Decoding with FFmpeg's libraries (PyAV) on real files: the shared clips and files made
+here with the ffmpeg program."""
 
 from __future__ import annotations
 
@@ -11,21 +12,16 @@ import numpy as np
 import pytest
 
 from avrsp.errors import InputError
-from preprocessing.ffmpeg import (
-    JpegSplitter,
-    NeedsProbe,
-    OnePass,
-    PipedAudio,
+from preprocessing.media import (
     decode_audio,
     decode_frames,
     ffmpeg_exe,
     frame_at_time,
     iter_frames,
     iter_jpeg_frames,
-    jpeg_length,
-    jpeg_quant_tables,
     probe,
 )
+from preprocessing.schema import encode_jpeg, jpeg_quant_tables
 
 SR = 22050
 
@@ -93,15 +89,17 @@ def test_audio_length_matches_duration(shared_data: Path, name: str, frames_tole
 
 
 @pytest.mark.shared
-def test_iter_frames_streams_and_stops_ffmpeg(shared_data: Path) -> None:
+def test_iter_frames_streams_and_closes_the_file(shared_data: Path) -> None:
     psutil = pytest.importorskip("psutil")
+    me = psutil.Process()
     path = shared_data / "media" / "chaplin.mp4"
+    fds = me.num_fds()
     frames = iter_frames(path, (36, 64))
     first = [next(frames) for _ in range(3)]
     assert all(f.shape == (36, 64, 3) for f in first)
-    assert any("ffmpeg" in p.name() for p in psutil.Process().children())
-    frames.close()  # the consumer stops early: ffmpeg must not linger
-    assert not any("ffmpeg" in p.name() for p in psutil.Process().children())
+    assert me.num_fds() > fds  # the file is open while frames come
+    frames.close()  # the consumer stops early: the file must not stay open
+    assert me.num_fds() == fds and not me.children()
     # Same frames as the batch decode.
     assert np.array_equal(np.stack(first), decode_frames(path, (36, 64))[:3])
 
@@ -117,8 +115,6 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 @pytest.mark.shared
 def test_jpeg_frames_are_the_raw_frames_encoded(shared_data: Path) -> None:
     from PIL import Image
-
-    from preprocessing.segments import encode_jpeg
 
     path = shared_data / "media" / "realshort.mp4"
     info = probe(path)
@@ -153,8 +149,6 @@ def test_jpeg_frames_are_the_raw_frames_encoded(shared_data: Path) -> None:
 
 def test_jpeg_frames_of_a_bt709_video_keep_their_colours(tmp_path: Path) -> None:
     """JPEG readers decode BT.601: a BT.709 video's YCbCr must be converted, not copied."""
-    from preprocessing.segments import encode_jpeg
-
     path = tmp_path / "hd.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=0.4",
             "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
@@ -167,32 +161,13 @@ def test_jpeg_frames_of_a_bt709_video_keep_their_colours(tmp_path: Path) -> None
     # Copied as BT.601 the saturated test colours were ~9 levels off; converted, the error
     # is Pillow's (chroma subsampling of sharp colour edges) plus a little.
     assert error < np.abs(pillow.astype(np.int16) - raw).mean() + 1.0, error
-
-
-def test_jpeg_splitter_cuts_at_the_real_end_markers() -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(3)]
-    files = []
-    for k, img in enumerate(images):
-        buf = io.BytesIO()
-        # A comment holding an end marker, and a progressive file (several scans).
-        Image.fromarray(img).save(
-            buf, format="JPEG", quality=80, comment=b"x\xff\xd9\xff\xd8y", progressive=k == 1
-        )
-        files.append(buf.getvalue())
-    stream = b"".join(files)
-    assert jpeg_length(stream) == len(files[0])
-    assert jpeg_length(stream[: len(files[0]) - 1]) is None
-    splitter = JpegSplitter("s")
-    got = []
-    for i in range(0, len(stream), 7):  # pieces that cut markers and segments apart
-        got += splitter.feed(stream[i : i + 7])
-    assert got == files and splitter.pending == 0
-    assert all(_decode_jpeg(g).shape == (20, 28, 3) for g in got)
-    with pytest.raises(InputError, match="s: ffmpeg wrote a damaged JPEG stream"):
-        JpegSplitter("s").feed(b"\x00\x01" + files[0])
+    # The RGB frames are the ffmpeg program's, which reads the matrix the video declares.
+    out = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
+         "pipe:"], capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    reference = np.frombuffer(out, np.uint8).reshape(-1, 180, 320, 3)
+    assert np.abs(decode_frames(path, None).astype(np.int16) - reference).mean() < 0.5
 
 
 @pytest.mark.shared
@@ -204,34 +179,6 @@ def test_audio_reuses_the_probe(shared_data: Path, tmp_path: Path) -> None:
     other.write_bytes(path.read_bytes())
     with pytest.raises(InputError, match="MediaInfo of"):
         decode_audio(other, SR, info=info)
-
-
-def _frames_and_piped_audio(
-    path: Path, size: tuple[int, int] = (24, 32), fps: float | None = None
-) -> tuple[list[bytes], PipedAudio]:
-    """One ffmpeg process: the JPEG frames and, on its second pipe, the audio."""
-    info = probe(path)
-    audio = PipedAudio(SR)
-    frames = iter_jpeg_frames(path, size, fps=fps, info=info, audio=audio)
-    jpegs = [next(frames)]
-    assert not audio.complete  # complete only once the frames have ended
-    jpegs += list(frames)
-    assert audio.complete and audio.ready(10**9)
-    expected = info.cfr_frame_count(fps) if fps else info.frame_count
-    assert len(jpegs) == expected
-    return jpegs, audio
-
-
-@pytest.mark.shared
-@pytest.mark.parametrize("name", ["chaplin.mp4", "big_buck_bunny_432_433.webm"])
-def test_audio_from_the_frames_process_is_decode_audio(shared_data: Path, name: str) -> None:
-    """The audio the frames' ffmpeg process writes on a second pipe is the separate
-    decode's, sample for sample (same decoder, same resampler, same clock)."""
-    path = shared_data / "media" / name
-    _, audio = _frames_and_piped_audio(path)
-    separate = decode_audio(path, SR)
-    assert audio.available() == separate.size > SR
-    np.testing.assert_allclose(audio.waveform(), separate, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- made here
@@ -426,7 +373,7 @@ def test_image_sequence_pattern(tmp_path: Path) -> None:
     images = rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8)
     for k, img in enumerate(images, start=1):  # STAViS numbers from 1
         Image.fromarray(img).save(tmp_path / f"img_{k:05d}.png")
-    frames = decode_frames(tmp_path, None, fps=10, frames_dir_pattern="img_%05d.png")
+    frames = decode_frames(tmp_path / "img_%05d.png", None, fps=10)
     assert np.array_equal(frames, images)
     same = decode_frames(str(tmp_path / "img_%05d.png"), (12, 16), fps=10)
     assert same.shape == (5, 12, 16, 3)
@@ -468,104 +415,37 @@ def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"late": late, "early": early, "surround": surround, "mute": mute, "vfr_a": vfr}
 
 
-def test_audio_from_the_frames_process_generated_files(av_files: dict[str, Path]) -> None:
-    """The single-process audio equals decode_audio for audio that starts after the video
+def test_audio_of_generated_files_on_the_first_frames_clock(av_files: dict[str, Path]) -> None:
+    """decode_audio, reusing the probe or not, for audio that starts after the video
     (silence first), before it (samples dropped), 5.1, and a VFR file resampled to CFR; a
-    video without audio gets the command line without the audio output."""
+    video without audio gives its frames and no audio."""
     late, early, surround, mute, vfr = (
         av_files[k] for k in ("late", "early", "surround", "mute", "vfr_a")
     )
     assert probe(early).start_s > 0.2  # the first frame is 0.24 s into the audio
     assert probe(surround).audio_channels == 6
     for path in (late, early, surround):
-        _, audio = _frames_and_piped_audio(path)
-        separate = decode_audio(path, SR)
-        assert audio.available() == separate.size > 0.9 * SR, path
-        np.testing.assert_allclose(audio.waveform(), separate, rtol=0, atol=1e-6, err_msg=path.name)
-    assert np.abs(audio.waveform()).max() > 0.05  # the 5.1 tones came through the downmix
+        audio = decode_audio(path, SR, info=probe(path))
+        assert audio.size > 0.9 * SR, path
+        np.testing.assert_array_equal(audio, decode_audio(path, SR), err_msg=path.name)
+    assert np.abs(audio).max() > 0.05  # the 5.1 tones came through the downmix
+    # The early audio's first 0.25 s lie before the first frame: 1 s of it is left.
+    assert abs(decode_audio(early, SR).size / SR - 1.0) <= 1 / 25
     # Silence before the late audio's start, the tone after it.
-    _, audio = _frames_and_piped_audio(late)
-    assert np.abs(audio.waveform()[: int(0.28 * SR)]).max() < 1e-3
-    assert _tone_level(audio.waveform()[int(0.4 * SR) : int(1.1 * SR)], 440) > 0.1
-    # VFR → CFR with the audio in the same process.
+    audio = decode_audio(late, SR)
+    assert np.abs(audio[: int(0.28 * SR)]).max() < 1e-3
+    assert _tone_level(audio[int(0.4 * SR) : int(1.1 * SR)], 440) > 0.1
+    # VFR → CFR frames, and its audio on the same clock.
     assert probe(vfr).variable_frame_rate
-    jpegs, audio = _frames_and_piped_audio(vfr, fps=30)
-    assert len(jpegs) == 60
-    np.testing.assert_allclose(audio.waveform(), decode_audio(vfr, SR), rtol=0, atol=1e-6)
-    # No audio track: the audio ends empty at once, before any frame.
-    audio = PipedAudio(SR)
-    frames = iter_jpeg_frames(mute, (24, 32), audio=audio)
-    assert audio.complete and audio.waveform().shape == (0,)
-    assert len(list(frames)) == 10
+    assert len(list(iter_jpeg_frames(vfr, (24, 32), fps=30))) == 60
+    audio = decode_audio(vfr, SR, info=probe(vfr))
+    assert abs(audio.size / SR - 2.0) <= 1 / 30 and _tone_level(audio, 500) > 0.05
+    # No audio track: no audio, and the frames all the same.
+    assert decode_audio(mute, SR).shape == (0,)
+    assert len(list(iter_jpeg_frames(mute, (24, 32)))) == 10
 
 
-def _one_pass(path: Path, audio: bool = True) -> tuple[list[bytes], PipedAudio | None, OnePass]:
-    piped = PipedAudio(SR) if audio else None
-    stream = OnePass(path, (24, 32), quality=90, audio=piped)
-    return list(stream.frames()), piped, stream
-
-
-def test_one_pass_is_the_probe_and_the_frames_together(av_files: dict[str, Path]) -> None:
-    """OnePass gives iter_jpeg_frames' files byte for byte, decode_audio's samples and
-    probe()'s MediaInfo from one process, also where the first frame is not at the
-    clock's zero (audio before it is dropped)."""
-    for name in ("late", "early", "surround"):
-        path = av_files[name]
-        info = probe(path)
-        jpegs, audio, stream = _one_pass(path)
-        assert stream.head.fps == info.fps == 25 and stream.head.has_audio
-        assert (stream.head.width, stream.head.height) == (info.width, info.height) == (64, 48)
-        assert stream.info == info
-        assert jpegs == list(iter_jpeg_frames(path, (24, 32), info=info, quality=90))
-        assert audio is not None and audio.complete
-        assert audio.available() == decode_audio(path, SR).size > 0.9 * SR
-        np.testing.assert_array_equal(audio.waveform(), decode_audio(path, SR))
-    assert probe(av_files["early"]).start_s > 0.2  # 0.24 s of audio before the first frame
-    assert _one_pass(av_files["surround"])[2].head.audio_channels == 6
-    for wanted in (False, True):  # no audio track: the audio ends empty (after a restart)
-        jpegs, audio, stream = _one_pass(av_files["mute"], audio=wanted)
-        assert len(jpegs) == 10 and stream.info == probe(av_files["mute"])
-        assert not stream.head.has_audio and (audio is None or audio.waveform().size == 0)
-        assert audio is None or audio.complete
-
-
-def test_one_pass_streams_once_the_packet_table_comes(tmp_path: Path) -> None:
-    """A short table comes in one piece at the end, so a short clip's frames wait for
-    it; past ffmpeg's 32 KiB buffer (≈ 500 packets) the first piece comes early and the
-    frames flow while ffmpeg still runs. Same files, audio and MediaInfo either way."""
-    path = tmp_path / "long.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=50:duration=24", "-f", "lavfi",
-            "-i", "sine=f=440:d=24", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
-            str(path))  # fmt: skip
-    audio = PipedAudio(SR)
-    stream = OnePass(path, (24, 32), quality=90, audio=audio)
-    frames = stream.frames()
-    jpegs = [next(frames)]
-    # Frames already out and the rest (hundreds of kB) beyond the pipe: ffmpeg waits.
-    assert stream.proc.poll() is None
-    jpegs += frames
-    info = probe(path)
-    assert info.frame_count == len(jpegs) == 1200 and stream.info == info
-    assert jpegs == list(iter_jpeg_frames(path, (24, 32), info=info, quality=90))
-    np.testing.assert_array_equal(audio.waveform(), decode_audio(path, SR))
-
-
-def test_one_pass_hands_over_what_it_cannot_do(
-    av_files: dict[str, Path], cut_files: dict[str, Path]
-) -> None:
-    """A VFR file (known after the frames) and a truncated file raise NeedsProbe, and
-    leave no ffmpeg behind."""
-    psutil = pytest.importorskip("psutil")
-    me = psutil.Process()
-    with pytest.raises(NeedsProbe, match="variable frame rate"):
-        _one_pass(av_files["vfr_a"])
-    for path in cut_files.values():
-        with pytest.raises(NeedsProbe):
-            _one_pass(path)
-    assert not any("ffmpeg" in p.name() for p in me.children())
-
-
-def test_frames_with_audio_closed_early_leave_nothing_behind(tmp_path: Path) -> None:
+def test_frames_closed_early_leave_nothing_behind(tmp_path: Path) -> None:
     psutil = pytest.importorskip("psutil")
     path = tmp_path / "av.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=4", "-f", "lavfi",
@@ -574,24 +454,10 @@ def test_frames_with_audio_closed_early_leave_nothing_behind(tmp_path: Path) -> 
     info = probe(path)
     me = psutil.Process()
     fds = me.num_fds()
-    audio = PipedAudio(SR)
-    frames = iter_jpeg_frames(path, (24, 32), info=info, audio=audio)
-    first = [next(frames) for _ in range(3)]
-    assert len(first) == 3 and any("ffmpeg" in p.name() for p in me.children())
-    frames.close()  # the consumer stops early: ffmpeg and the pipes must go
-    assert not any("ffmpeg" in p.name() for p in me.children())
-    assert me.num_fds() == fds
-    assert not audio.complete and audio.ready(10**9)  # ended, but incomplete
-    # The same for one pass: closed after a few frames, and closed before any.
-    for wanted in (3, 0):
-        audio = PipedAudio(SR)
-        stream = OnePass(path, (24, 32), audio=audio)
-        frames = stream.frames()
+    for wanted in (3, 0):  # closed after a few frames, and closed before any
+        frames = iter_jpeg_frames(path, (24, 32), info=info)
         assert len([next(frames) for _ in range(wanted)]) == wanted
-        frames.close()
-        stream.close()
-        assert not any("ffmpeg" in p.name() for p in me.children())
-        assert me.num_fds() == fds
-        assert not audio.complete and stream.info is None
+        frames.close()  # the consumer stops early: the file must not stay open
+        assert not me.children() and me.num_fds() == fds
     with pytest.raises(InputError, match="sample_rate"):
-        PipedAudio(100)
+        decode_audio(path, 100)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from avrsp.errors import InputError
-from preprocessing.ffmpeg import decode_audio, decode_frames, probe
+from preprocessing.media import decode_audio, decode_frames, probe
 from preprocessing.synthetic import (
     CLASSES,
     MIN_SOUND_S,

@@ -16,9 +16,9 @@ import pytest
 
 from avrsp.audio import audio_window
 from avrsp.config import preset
-from preprocessing.ffmpeg import decode_audio, decode_frames
 from preprocessing.fixations import fixation_map
-from preprocessing.segments import decode_segment
+from preprocessing.media import decode_audio, decode_frames
+from preprocessing.schema import decode_segment
 from preprocessing.synthetic import SynthSettings, make_clip
 from workflows.cli import main
 

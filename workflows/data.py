@@ -1,4 +1,4 @@
-"""Ray Data ingest for training: Parquet segments → decoded, augmented tensors (DESIGN §2, §6).
+"""Ray Data ingest for training: Parquet segments → decoded, augmented tensors.
 
 The shards that ``avrsp preprocess`` writes (``docs/DATA.md``) are read with
 ``ray.data.read_parquet``; JPEG/PNG decoding and the horizontal-flip augmentation run as
@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from avrsp.config import AVRSPConfig
 from avrsp.errors import InputError
+from avrsp.pixels import points_to_fixation_map
 
 if TYPE_CHECKING:
     import ray.data
@@ -149,16 +150,8 @@ def check_shards(files: list[Path], config: AVRSPConfig) -> None:
 
 
 def fixation_map(points: np.ndarray, native: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """Binary map ``uint8 [H, W]`` of points ``[K, 2]`` (x, y in native pixels ``(H₀, W₀)``)."""
-    h, w = size
-    out = np.zeros((h, w), dtype=np.uint8)
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if pts.size == 0 or native[0] <= 0 or native[1] <= 0:
-        return out
-    cols = np.clip(np.floor(pts[:, 0] * w / native[1]).astype(np.int64), 0, w - 1)
-    rows = np.clip(np.floor(pts[:, 1] * h / native[0]).astype(np.int64), 0, h - 1)
-    out[rows, cols] = 1
-    return out
+    """Binary map ``uint8 [h, w]`` of ``size`` from points in native pixels (avrsp.pixels)."""
+    return points_to_fixation_map(points, size, frame_size=native).view(np.uint8)
 
 
 def flip_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -173,7 +166,7 @@ def flip_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def decode_rows(rows: list[dict[str, Any]], size: tuple[int, int]) -> list[dict[str, np.ndarray]]:
     """Stored rows → ``{frames, audio, target, fixmap}`` each (via ``decode_segment``)."""
-    from preprocessing.segments import decode_segment
+    from preprocessing.schema import decode_segment
 
     out = []
     for row in rows:

@@ -22,9 +22,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from avrsp.inference import frames_to_input
 from avrsp.metrics import all_metrics
 from avrsp.tables import DatasetScores, FrameScores, summarize
-from preprocessing.segments import decode_segment
+from preprocessing.schema import decode_segment
 from workflows.data import fixation_map, split_files
 from workflows.export import LoadedModel, load_model
 
@@ -47,8 +48,7 @@ def evaluate_windows(
     frames: list[FrameScores] = []
     for start in range(0, len(rows), batch_size):
         batch = [decode_segment(r) for r in rows[start : start + batch_size]]
-        clip = torch.from_numpy(np.stack([b["frames"] for b in batch]))
-        clip = clip.permute(0, 4, 1, 2, 3).float() / 255.0  # [B, 3, T, H, W]
+        clip = frames_to_input(np.stack([b["frames"] for b in batch]))
         audio = None
         if getattr(net, "uses_audio", True):
             audio = torch.from_numpy(np.stack([b["audio"] for b in batch]))

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for pkg in ("torch", "torchaudio", "torchvision", "ray", "mlflow", "numpy", "pyarrow"):
         print(f"  {pkg:<12} {_version(pkg)}")
     try:
-        from preprocessing.ffmpeg import ffmpeg_exe
+        from preprocessing.media import ffmpeg_exe
 
         print(f"  {'ffmpeg':<12} {ffmpeg_exe()}")
     except Exception as exc:  # info must always print; report what is wrong instead
