@@ -19,12 +19,13 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
+def atomic_write(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     """``with atomic_write(p) as tmp:`` write ``tmp`` (a path in ``p``'s folder); on a clean
-    exit it is renamed to ``p``, on an exception removed."""
+    exit it is renamed to ``p``, on an exception removed. ``suffix``: the temporary name's
+    ending, for writers that pick a format by it (ffmpeg)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

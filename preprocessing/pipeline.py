@@ -29,15 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avrsp.errors import InputError
+from avrsp.io import write_json
 from preprocessing.records import VideoRecord
-from preprocessing.segments import (
-    SCHEMA_VERSION,
-    SegmentOptions,
-    VideoSummary,
-    marker_path,
-    write_json_atomic,
-    write_video,
-)
+from preprocessing.schema import SCHEMA_VERSION
+from preprocessing.segments import SegmentOptions, VideoSummary, marker_path, write_video
 from preprocessing.sources import Listing, open_source
 
 if TYPE_CHECKING:  # pydantic's models: not imported by the Ray workers (≈ 0.1 s each)
@@ -210,8 +205,8 @@ def preprocess(
         else:
             summaries.extend(run_local(todo, opts, out, config_json, num_cpus or 1))
     report = _report(source, out, listing, summaries, time.perf_counter() - started)
-    write_json_atomic(out / "failures.json", report.failures)
-    write_json_atomic(
+    write_json(out / "failures.json", report.failures)
+    write_json(
         out / "manifest.json",
         {
             "schema_version": SCHEMA_VERSION,

@@ -37,17 +37,11 @@ from PIL import Image
 
 from avrsp.audio import audio_window
 from avrsp.errors import AVRSPError, InputError
+from avrsp.io import write_json
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
 from preprocessing.media import MediaInfo, decode_audio, iter_jpeg_frames, probe
 from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
-
-# The row format lives in preprocessing.schema; these names stay importable from here.
-from preprocessing.schema import SCHEMA as SCHEMA
-from preprocessing.schema import SCHEMA_VERSION as SCHEMA_VERSION
-from preprocessing.schema import decode_segment as decode_segment
-from preprocessing.schema import encode_jpeg as encode_jpeg
-from preprocessing.schema import encode_map_png as encode_map_png
-from preprocessing.schema import rows_to_table as rows_to_table
+from preprocessing.schema import SCHEMA, SCHEMA_VERSION, encode_map_png, rows_to_table
 
 log = logging.getLogger(__name__)
 
@@ -476,14 +470,6 @@ def marker_path(out: Path, record: VideoRecord) -> Path:
     return out / "done" / f"{record.key}.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary name in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2))
-    os.replace(temp, path)
-
-
 def _remove_leftovers(folder: Path, stem: str) -> None:
     """Shards of a run that died before its done-marker: final names and temporaries."""
     if not folder.is_dir():
@@ -559,5 +545,5 @@ def write_video(
     summary.notes = notes
     summary.seconds = round(time.perf_counter() - started, 3)
     if summary.status == "ok":
-        write_json_atomic(marker, summary.to_dict())
+        write_json(marker, summary.to_dict())
     return summary

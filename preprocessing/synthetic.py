@@ -32,7 +32,6 @@ import io
 import json
 import math
 import multiprocessing
-import os
 import subprocess
 import time
 import wave
@@ -47,6 +46,7 @@ import ffmpeg as ffmpeg_python
 import numpy as np
 
 from avrsp.errors import InputError
+from avrsp.io import atomic_write, write_json
 from preprocessing.media import ffmpeg_exe
 
 Condition = Literal["relevant", "irrelevant", "silent"]
@@ -497,29 +497,32 @@ def encode_video(
         vopts.update(preset="veryfast", crf=18)
     else:
         vopts.update(**{"q:v": 3})
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     wav = path.with_name(f".{path.stem}.tmp.wav")
     try:
-        if audio is None:
-            graph = ffmpeg_python.output(video_in, str(tmp.absolute()), **vopts)
-        else:
-            _write_wav(wav, audio, sample_rate)
-            audio_in = ffmpeg_python.input(str(wav.absolute()))
-            graph = ffmpeg_python.output(
-                video_in, audio_in, str(tmp.absolute()), acodec="aac", audio_bitrate="96k", **vopts
-            )
-        cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-        try:
-            graph.run(cmd=cmd, input=frames.tobytes(), capture_stdout=True, capture_stderr=True)
-        except ffmpeg_python.Error as exc:
-            detail = exc.stderr.decode("utf-8", errors="replace").strip().splitlines()
-            raise InputError(
-                f"{path}: ffmpeg could not encode ({detail[-1] if detail else exc})"
-            ) from None
-        os.replace(tmp, path)
+        with atomic_write(path, suffix=path.suffix) as tmp:  # ffmpeg picks the format by it
+            if audio is None:
+                graph = ffmpeg_python.output(video_in, str(tmp.absolute()), **vopts)
+            else:
+                _write_wav(wav, audio, sample_rate)
+                audio_in = ffmpeg_python.input(str(wav.absolute()))
+                graph = ffmpeg_python.output(
+                    video_in,
+                    audio_in,
+                    str(tmp.absolute()),
+                    acodec="aac",
+                    audio_bitrate="96k",
+                    **vopts,
+                )
+            cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+            try:
+                graph.run(cmd=cmd, input=frames.tobytes(), capture_stdout=True, capture_stderr=True)
+            except ffmpeg_python.Error as exc:
+                detail = exc.stderr.decode("utf-8", errors="replace").strip().splitlines()
+                raise InputError(
+                    f"{path}: ffmpeg could not encode ({detail[-1] if detail else exc})"
+                ) from None
     finally:
-        for leftover in (tmp, wav):
-            leftover.unlink(missing_ok=True)
+        wav.unlink(missing_ok=True)
     return codec
 
 
@@ -624,9 +627,7 @@ def write_dataset(
         "classes": [asdict(c) for c in CLASSES],
         "clips": entries,
     }
-    tmp = root / ".synthetic.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, root / "synthetic.json")
+    write_json(root / "synthetic.json", manifest, indent=1)
     manifest["_seconds"] = time.perf_counter() - started
     return manifest
 
