@@ -11,7 +11,7 @@ then ``avrsp preprocess --preset tiny``), each in minutes:
 ``probe``    SoundNet-8 from scratch + a linear layer, trained to name the sounding class
              (or "none") from a window's audio buffer: do the audio buffers carry it?
 ``train``    the network of a preset trained in memory (no Ray; each step is the
-             training workflow's ``train_step``: AdamW, the loss of eq. 19, gradient
+             training loop's ``train_step``: AdamW, the loss of eq. 19, gradient
              clipping; random flips), with the CC per condition on the test windows
              every ``--eval-every`` steps; ``--audio 0 1`` trains V and AV side by side
              on the same batches; ``--oracle`` replaces SoundNet's output with the
@@ -53,7 +53,7 @@ from avrsp.model import build_model
 from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
 from preprocessing.synthetic import CLASSES, sounding_at
 from workflows.data import decode_rows, split_files
-from workflows.train import TrainConfig, make_optimizer, train_step
+from workflows.loop import TrainConfig, make_optimizer, train_step
 
 CONDITIONS = ("relevant", "irrelevant", "silent")
 NAMES = [c.name for c in CLASSES]
@@ -254,7 +254,7 @@ def train(args: argparse.Namespace, cfg: AVRSPConfig) -> None:
     variants = {}
     for use_audio in args.audio:
         vcfg = cfg.with_overrides(**{"model.use_audio": bool(use_audio)})
-        # The training workflow's own step (workflows.train.train_step) and optimizer.
+        # The training loop's own step (workflows.loop.train_step) and optimizer.
         run = TrainConfig.model_validate(
             {"preset": args.preset, "network": json.loads(vcfg.to_json()), "lr": args.lr,
              "weight_decay": 1e-5, "clip_grad_norm": 1.0}

@@ -1,6 +1,6 @@
 """Training steps/s with Ray Data ingest vs the same batches already in memory (DESIGN §11).
 
-In one run, on the same model and optimizer settings (:class:`workflows.train.TrainConfig`,
+In one run, on the same model and optimizer settings (:class:`workflows.loop.TrainConfig`,
 a fresh model from the same seed for every phase), for each of ``--rounds`` rounds:
 
 1. *ingest*: the training workflow's own path — the ``train`` dataset that
@@ -9,8 +9,9 @@ a fresh model from the same seed for every phase), for each of ``--rounds`` roun
    randomised block order), handed to the loop by a Ray Train ``TorchTrainer``
    (``--num-workers 0``: local mode, the loop in this process, which is what training runs
    by default; ``--num-workers 1``: one Train worker, as on a GPU node) and iterated with
-   the loop's :func:`workflows.train._iterate` (local shuffle buffer, ``iter_torch_batches``);
-   every batch goes through :func:`workflows.train.train_step`. ``--warmup`` steps, then
+   the training job's :func:`workflows.train.shard_batches` (local shuffle buffer,
+   ``iter_torch_batches``); every batch goes through the loop's
+   :func:`workflows.loop.train_step`. ``--warmup`` steps, then
    ``--steps`` timed steps; then the iterator is closed, which stops Ray Data's executor.
    When the split runs out the next epoch starts, as in training (counted in the output).
 2. *memory*: the very batches of phase 1 (torch tensors, kept as the ingest yielded them),
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
@@ -74,7 +74,7 @@ def _sync(device: Any) -> None:
 def _fresh(cfg: Any, device: Any) -> tuple[Any, Any]:
     """The model (seeded, train mode) and optimizer every phase starts from."""
     from avrsp.model import build_model
-    from workflows.train import make_optimizer, seed_everything
+    from workflows.loop import make_optimizer, seed_everything
 
     seed_everything(cfg.seed)
     model = build_model(cfg.network).to(device)
@@ -86,12 +86,12 @@ def _epochs(shard: Any, cfg: Any, first_epoch: int, counter: list[int]) -> Any:
     """Training batches epoch after epoch, each epoch iterated as the training loop does;
     ``counter[0]`` counts the epochs begun. Closing this generator closes the open epoch's
     iterator (and so stops Ray Data's executor)."""
-    from workflows.train import _iterate
+    from workflows.train import shard_batches
 
     epoch = first_epoch
     while True:
         counter[0] += 1
-        batches = _iterate(shard, cfg, train=True, epoch=epoch, rank=0)
+        batches = shard_batches(shard, cfg, train=True, epoch=epoch, rank=0)
         try:
             yield from batches
         finally:
@@ -135,7 +135,7 @@ def _ingest_phase(
     shard: Any, cfg: Any, device: Any, warmup: int, steps: int, first_epoch: int
 ) -> dict[str, Any]:
     """Phase (a): warm-up + timed steps fed by Ray Data; keeps every batch it got."""
-    from workflows.train import train_step
+    from workflows.loop import train_step
 
     model, optimizer = _fresh(cfg, device)
     epochs = [0]
@@ -177,7 +177,7 @@ def _ingest_phase(
 
 def _memory_phase(kept: list[dict[str, Any]], cfg: Any, device: Any, warmup: int) -> dict[str, Any]:
     """Phase (b): the kept batches, in their order, through the same step."""
-    from workflows.train import train_step
+    from workflows.loop import train_step
 
     model, optimizer = _fresh(cfg, device)
     clock = CpuClock()
@@ -202,16 +202,13 @@ def bench_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from workflows.train import TrainConfig
+    from workflows.loop import TrainConfig
+    from workflows.train import worker_device
 
     cfg = TrainConfig.model_validate(loop_config["config"])
     warmup, steps, rounds = loop_config["warmup"], loop_config["steps"], loop_config["rounds"]
-    if loop_config["device"] == "cuda":
-        device = torch.device("cuda") if loop_config["local"] else ray.train.torch.get_device()
-    else:
-        device = torch.device("cpu")
-        # As train_loop does on CPU: intra-op threads = CPUs reserved for the worker.
-        torch.set_num_threads(max(1, math.floor(cfg.cpus_per_worker)))
+    # As the training job's workers: the device, and on CPU as many threads as CPUs reserved.
+    device = worker_device(cfg)
     shard = ray.train.get_dataset_shard("train")
     results = []
     kept: list[dict[str, Any]] = []
@@ -284,7 +281,8 @@ def main() -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from workflows.data import check_shards, segment_dataset
-    from workflows.train import TrainConfig, _dataset_files, _init_ray
+    from workflows.loop import TrainConfig, dataset_files
+    from workflows.train import init_ray
 
     with tempfile.TemporaryDirectory(prefix="avrsp-ingest-") as tmp:
         data = args.data or make_shards(args.work or Path(tmp), args.preset, args.videos,
@@ -298,11 +296,11 @@ def main() -> None:
             num_workers=args.num_workers,
             cpus_per_worker=args.cpus_per_worker,
             system_metrics=False,
-            val_split="test",  # only to satisfy _dataset_files; validation is not timed
+            val_split="test",  # only to satisfy dataset_files; validation is not timed
         )
-        train_files, _, train_spec, _ = _dataset_files(cfg)
+        train_files, _, train_spec, _ = dataset_files(cfg)
         check_shards(train_files, cfg.network)
-        _init_ray(None)
+        init_ray(None)
         # The dataset exactly as workflows.train.train builds it.
         ds = segment_dataset(
             train_files, cfg.network, spec=train_spec, flip_prob=cfg.flip_prob, shuffle=True
@@ -317,7 +315,6 @@ def main() -> None:
                 "steps": args.steps,
                 "rounds": args.rounds,
                 "device": args.device,
-                "local": local,
                 "stats": args.stats,
                 "out": str(out),
             },

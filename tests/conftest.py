@@ -50,6 +50,30 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture
+def crash_once(tmp_path: Path):
+    """Fault injection for training tests: ``hook, marker, calls = crash_once(epoch, step,
+    rank)`` gives a ``step_hook`` for :func:`workflows.train.train` (it runs on every Ray
+    Train worker before every step) whose worker of ``rank`` exits hard (``os._exit(1)``)
+    before ``step`` of ``epoch``, once: the file ``marker`` records it and stops it from
+    crashing again. Every call, on every worker and attempt, appends ``"epoch step rank"``
+    to the file ``calls``. Only for ``num_workers >= 1``: in-process it kills pytest."""
+
+    def make(epoch: int, step: int, rank: int):
+        marker, calls = tmp_path / "crashed", tmp_path / "steps.log"
+
+        def hook(e: int, s: int, r: int) -> None:
+            with open(calls, "a") as log:
+                log.write(f"{e} {s} {r}\n")
+            if (e, s, r) == (epoch, step, rank) and not marker.exists():
+                marker.write_text(f"crashed at epoch {e} step {s} rank {r} pid {os.getpid()}\n")
+                os._exit(1)
+
+        return hook, marker, calls
+
+    return make
+
+
 _CHILD = "AVRSP_ISOLATED_CHILD"
 ISOLATED_TIMEOUT_S = 600
 

@@ -7,8 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 # A Ray Data job, an MLflow run and a warning of ours, in a fresh process (the routing
 # changes the process's logging for good).
 SCRIPT = textwrap.dedent(

@@ -1,14 +1,19 @@
-"""The training workflow (workflows/train.py, data.py, export.py; DESIGN §6).
+"""The training workflow: the Ray-free loop (workflows/loop.py), the Ray Train job
+(workflows/train.py), data.py and export.py.
 
 Shards are written here with the preprocessing code's own row encoders
 (:mod:`preprocessing.segments`), at a smaller input than ``tiny`` (T=8 at 32×48, 0.25 s of
-audio) so that a step takes about a second on one core. The Ray tests share one local Ray
-(``ray_session`` in conftest.py) and one SQLite MLflow store per module.
+audio) so that a step takes about a second on one core. The loop tests feed it lists of
+batch dicts decoded from those shards (no Ray). The Ray tests share one local Ray
+(``ray_session`` in conftest.py) and one SQLite MLflow store per module; faults are
+injected from here (``crash_once`` in conftest.py).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +24,10 @@ import torch
 from avrsp.config import AVRSPConfig, preset
 from avrsp.errors import ConfigError, InputError, WeightsError
 from avrsp.model import build_model
-from preprocessing.segments import SCHEMA_VERSION, encode_jpeg, encode_map_png, rows_to_table
+from preprocessing.schema import SCHEMA_VERSION, encode_jpeg, encode_map_png, rows_to_table
 from workflows.data import check_shards, decode_batch, fixation_map, split_files
 from workflows.export import export_model, load_model, load_stage1_weights
+from workflows.loop import fit, initial_model, load_checkpoint
 from workflows.train import TrainConfig, checkpoint_dirs, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,6 +185,124 @@ def test_cli_maps_flags_to_the_config(tmp_path: Path) -> None:
     assert (cfg.network.model.width, cfg.flip_prob, cfg.epochs) == (64, 0.0, 80)
     with pytest.raises(ConfigError, match="--data"):
         build_config(build_parser().parse_args(["train", "--preset", "tiny"]))
+
+
+# =========================================================================== the loop, no Ray
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as a training worker on one CPU (two threads on a busy two-core
+    machine spin against each other: ten times slower, docs/PERFORMANCE.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def batches_of(shards: Path, split: str, size: int = 2) -> list[dict[str, np.ndarray]]:
+    """The split's rows as the loop receives them (decode_batch), ``size`` rows a batch."""
+    rows = [r for f in split_files(shards, split) for r in pq.read_table(f).to_pylist()]
+    batches = []
+    for start in range(0, len(rows) - size + 1, size):
+        chunk = rows[start : start + size]
+        columns = {k: np.array([r[k] for r in chunk], dtype=object) for k in chunk[0]}
+        batches.append(decode_batch(columns, size=(32, 48), flip_prob=0.0))
+    return batches
+
+
+def loop_config(**kw) -> TrainConfig:
+    values = {"network": small_network(), "epochs": 2, "batch_size": 2, "max_steps_per_epoch": 2,
+              "max_val_batches": 1, "progress_every": 0, **kw}  # fmt: skip
+    return TrainConfig(**values)
+
+
+def run_loop(shards: Path, cfg: TrainConfig, resume=None, step_hook=None):
+    """``fit`` on in-memory batches; returns (history, [(metrics, state, files)] reported)."""
+    train_b, val_b = batches_of(shards, "train"), batches_of(shards, "val")
+    reports = []
+
+    def report(metrics, folder):
+        reports.append((metrics, load_checkpoint(folder), sorted(p.name for p in folder.iterdir())))
+
+    history = fit(cfg.to_dict(), initial_model(cfg, resume), lambda epoch: iter(train_b),
+                  lambda: iter(val_b), report, resume=resume, step_hook=step_hook)  # fmt: skip
+    return history, reports
+
+
+def test_loop_trains_validates_and_checkpoints_on_batches_in_memory(
+    shards: Path, one_thread
+) -> None:
+    cfg = loop_config()
+    before = {k: v.clone() for k, v in initial_model(cfg).state_dict().items()}
+    calls = []
+    history, reports = run_loop(shards, cfg, step_hook=lambda *a: calls.append(a))
+    assert calls == [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0)]  # (epoch, step, rank)
+    assert [m["epoch"] for m, _, _ in reports] == [0, 1] and history == [m for m, _, _ in reports]
+    assert [m["global_step"] for m in history] == [2, 4]
+    assert [m["train_windows"] for m in history] == [4, 4]  # 2 steps × batch 2
+    assert history[-1]["val_windows"] == 2  # max_val_batches=1
+    assert -1 <= history[-1]["val_cc"] <= 1 and 0 <= history[-1]["val_auc_judd"] <= 1
+    _, state, files = reports[-1]
+    assert files == ["checkpoint.pt", "metrics.json", "train_config.json"]
+    assert state["epoch"] == 1 and state["global_step"] == 4 and state["history"] == history
+    assert state["scheduler"]["factor"] == 0.5
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 1e-5
+    assert json.loads(state["config"])["network"] == cfg.network.to_dict()
+    assert any(not torch.equal(before[k], v) for k, v in state["model"].items())  # it learnt
+
+
+def test_loop_resumed_from_a_checkpoint_repeats_the_uninterrupted_run(
+    shards: Path, one_thread
+) -> None:
+    timing = ("train_windows_per_s", "epoch_s")
+    whole, _ = run_loop(shards, loop_config(epochs=2))
+    first, reports = run_loop(shards, loop_config(epochs=1))
+    state = reports[-1][1]
+    resumed, again = run_loop(shards, loop_config(epochs=2), resume=state)
+    assert [m["epoch"] for m, _, _ in again] == [1]  # epoch 0 is not redone
+    assert resumed[0] == first[0] and resumed[-1]["global_step"] == 4
+    for key, value in whole[1].items():
+        if key not in timing:
+            assert resumed[1][key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+
+
+def test_loop_without_batches_names_the_split(shards: Path, one_thread) -> None:
+    cfg = loop_config()
+    with pytest.raises(InputError, match="train: no training batch of 2 rows"):
+        fit(cfg, initial_model(cfg), lambda epoch: iter([]), lambda: iter([]), lambda *a: None)
+
+
+def test_the_loop_imports_no_ray() -> None:
+    modules = "workflows.loop, workflows.data, workflows.export, avrsp.model, avrsp.losses"
+    code = (f"import sys, {modules}, avrsp.metrics; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_in_process_checkpoints_follow_the_checkpoint_config(tmp_path: Path) -> None:
+    """Ray's local mode stores nothing: LocalModeCheckpoints keeps what Ray would keep."""
+    import ray.train
+
+    from workflows.train import LocalModeCheckpoints
+
+    config = ray.train.CheckpointConfig(
+        num_to_keep=2, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+    )
+    store = LocalModeCheckpoints(tmp_path / "run", config)
+    assert store.latest() is None
+    for epoch, val_loss in enumerate([3.0, 1.0, 2.0, 5.0, 1.0]):
+        folder = tmp_path / f"reported{epoch}"
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"state")
+        (folder / "metrics.json").write_text(json.dumps({"epoch": epoch, "val_loss": val_loss}))
+        assert store.persist(folder, f"checkpoint_epoch_{epoch:04d}") == store.latest()
+        kept = [int(d.name[-4:]) for d in checkpoint_dirs(tmp_path / "run")]
+        assert kept == [[0], [0, 1], [1, 2], [1, 2, 3], [1, 4]][epoch]  # 2 best + the latest
+    assert store.best().name == "checkpoint_epoch_0004"  # ties: the latest
+    assert not list((tmp_path / "run").glob(".*"))  # no temporary folders left
 
 
 # =========================================================================== export / stage 2
@@ -385,13 +509,13 @@ def test_stage2_starts_from_stage1(stage1, shards: Path, mlflow_uri: str) -> Non
 
 @pytest.mark.slow
 def test_two_workers_survive_a_crash(
-    ray_session, shards: Path, mlflow_uri: str, tmp_path: Path
+    ray_session, shards: Path, mlflow_uri: str, tmp_path: Path, crash_once
 ) -> None:
     """Rank 1 dies (os._exit) at epoch 1, step 0 on the first attempt; Ray restarts the
     worker group from epoch 0's checkpoint and the run finishes with epochs 0, 1 once each."""
     from mlflow.tracking import MlflowClient
 
-    marker = tmp_path / "crashed"
+    hook, marker, calls = crash_once(epoch=1, step=0, rank=1)
     cfg = fast_config(
         shards,
         tmp_path / "runs",
@@ -399,11 +523,12 @@ def test_two_workers_survive_a_crash(
         run_name="ddp",
         num_workers=2,
         cpus_per_worker=0.5,
-        crash_at={"epoch": 1, "step": 0, "rank": 1, "marker": marker},
         system_metrics=False,
     )
-    result = train(cfg)
+    result = train(cfg, step_hook=hook)
     assert marker.read_text().startswith("crashed at epoch 1 step 0 rank 1")
+    steps = calls.read_text().splitlines()
+    assert steps.count("0 0 0") == steps.count("0 0 1") == 1  # epoch 0 was not redone
     assert [h["epoch"] for h in result.history] == [0, 1]
     # Two workers × batch 2 × 1 step per epoch, summed over the DDP group.
     assert [h["train_windows"] for h in result.history] == [4, 4]

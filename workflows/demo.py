@@ -79,11 +79,9 @@ def _train_variant(out: Path, shards: Path, use_audio: bool, epochs: int, steps:
 
 
 def _finished(run_dir: Path, epochs: int) -> bool:
-    from workflows.train import checkpoint_dirs
+    from workflows.loop import checkpoint_dirs
 
-    return len(checkpoint_dirs(run_dir)) > 0 and any(
-        d.name.endswith(f"{epochs - 1:04d}") for d in checkpoint_dirs(run_dir)
-    )
+    return any(d.name.endswith(f"{epochs - 1:04d}") for d in checkpoint_dirs(run_dir))
 
 
 def mlflow_uri(out: Path) -> str:

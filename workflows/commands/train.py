@@ -83,8 +83,8 @@ _FLAGS = {
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """The :class:`~workflows.train.TrainConfig` the arguments describe."""
-    from workflows.train import TrainConfig
+    """The :class:`~workflows.loop.TrainConfig` the arguments describe (no Ray imported)."""
+    from workflows.loop import TrainConfig
 
     overrides: dict[str, Any] = {
         key: getattr(args, flag) for flag, key in _FLAGS.items() if getattr(args, flag) is not None

@@ -1,0 +1,620 @@
+"""The training loop, without Ray: AVRSP's epochs over any iterable of batch dicts.
+
+:func:`fit` is the whole loop (paper §IV-B): per epoch :func:`train_epoch` (AdamW, the loss
+of eq. (19), gradient-norm clipping, bf16 autocast on GPU), :func:`validate` (loss, CC, NSS,
+SIM, KLD, AUC-Judd, AUC-Borji), ``ReduceLROnPlateau`` on the validation loss, and a
+checkpoint folder (:func:`save_checkpoint`) handed to an injected ``report`` callback with
+the epoch's metrics. Where the batches come from and where checkpoints and metrics go is the
+caller's business: :mod:`workflows.train` feeds Ray Data shards and reports through
+``ray.train.report``; the tests feed a list of batch dicts. A batch is what
+:func:`workflows.data.decode_batch` makes: ``frames`` uint8 ``[B, T, H, W, 3]``, ``audio``
+``[B, S]``, ``target`` ``[B, H, W]``, ``fixmap`` ``[B, H, W]`` (numpy or torch).
+
+Under DDP (``torch.distributed`` initialised, one process per worker) the loop keeps the
+workers in step (an epoch ends when any worker runs out of batches) and sums the train and
+validation figures over them; only rank 0 writes a checkpoint. This module imports no Ray.
+
+:class:`TrainConfig` is the training job's configuration (this loop's and the Ray job's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from avrsp.config import AVRSPConfig, format_validation_error, preset, read_config_file
+from avrsp.errors import ConfigError, InputError
+
+CHECKPOINT_PREFIX = "checkpoint_epoch_"
+CHECKPOINT_FILE = "checkpoint.pt"
+TRAIN_CONFIG_FILE = "train_config.json"
+METRICS_FILE = "metrics.json"
+VAL_METRICS = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji")
+
+#: ``report(metrics, checkpoint_folder)``: called by every worker after every epoch; the
+#: folder (rank 0 only, else None) is temporary: copy or upload it before returning.
+Report = Callable[[dict[str, float], Path | None], None]
+#: ``step_hook(epoch, step, rank)``: called before every training step (tests, diagnostics).
+StepHook = Callable[[int, int, int], None]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class TrainConfig(BaseModel):
+    """Everything a training job needs besides the data itself (paper §IV-B defaults).
+
+    ``network`` is the model config (:class:`avrsp.config.AVRSPConfig`); given as a partial
+    mapping it is merged onto the ``preset``, so a config file says only what differs.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    preset: Literal["tiny", "paper"] = Field("tiny", description="base of `network`")
+    network: AVRSPConfig = Field(default_factory=AVRSPConfig)
+    stage: Literal[1, 2] = Field(1, description="1: visual branch; 2: from stage 1, with audio")
+    init_from: Path | None = Field(
+        None, description="stage 2: the stage-1 model (model.pt, or a checkpoint folder)"
+    )
+    # data
+    data: Path | None = Field(None, description="preprocess output folder (or its shards/)")
+    train_split: str = Field("train", description="split folder of the training rows")
+    val_split: str = Field("val", description="split folder of the validation rows")
+    fold: int = Field(
+        0, ge=0, le=3, description="k-fold datasets: validate on cv fold k, train on the others"
+    )
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="horizontal flip chance")
+    shuffle_buffer: int = Field(16, ge=0, description="local shuffle buffer, rows")
+    # optimisation
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(
+        4,
+        ge=2,
+        description="per worker; >= 2 because BatchNorm after global pooling (MRG gate) "
+        "cannot normalise a batch of one in training",
+    )
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    clip_grad_norm: float | None = Field(1.0, gt=0, description="None: no clipping")
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="ReduceLROnPlateau factor")
+    lr_patience: int = Field(2, ge=0, description="ReduceLROnPlateau patience, epochs")
+    seed: int = 0
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    max_val_batches: int | None = Field(None, ge=1)
+    # Ray
+    num_workers: int = Field(0, ge=0, description="Ray Train workers; 0 = in-process")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    address: str | None = Field(None, description="Ray cluster (default RAY_ADDRESS or local)")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts before giving up")
+    num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (plus the latest)")
+    # bookkeeping
+    run_name: str = Field("avrsp", pattern=r"^[A-Za-z0-9._-]+$")
+    storage_path: Path = Field(Path("runs"), description="runs live in STORAGE/RUN_NAME")
+    mlflow_uri: str | None = Field(None, description="default MLFLOW_TRACKING_URI or SQLite")
+    experiment: str = "avrsp"
+    system_metrics: bool = True
+    system_metrics_interval_s: float = Field(10.0, gt=0)
+    grid_windows: int = Field(4, ge=0, description="validation windows drawn every epoch")
+    progress_every: int = Field(10, ge=0, description="print progress every N steps (0: off)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _network_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not isinstance(data.get("network"), AVRSPConfig):
+            base = preset(data.get("preset", "tiny")).to_dict()
+            data = {**data, "network": _merge(base, data.get("network") or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.stage == 2 and self.init_from is None:
+            raise ValueError("init_from: stage 2 starts from a stage-1 model; name its model.pt")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """A YAML/JSON file (configs/stage1.yaml), with top-level ``overrides`` on top."""
+        path = Path(path)
+        data = read_config_file(path)
+        # Relative paths in a config file are relative to the file.
+        for key in ("init_from", "data"):
+            if data.get(key) and key not in overrides and not Path(data[key]).is_absolute():
+                data[key] = os.path.normpath(path.parent / data[key])
+        return cls.from_dict(_merge(data, overrides), source=str(path))
+
+    def with_overrides(self, **dotted: Any) -> TrainConfig:
+        """A copy with ``key=value`` / ``network.model.width=16`` overrides."""
+        data = self.model_dump(mode="json")
+        for key, value in dotted.items():
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config key {key!r}")
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"unknown config key {key!r}")
+            node[leaf] = value
+        return TrainConfig.from_dict(data, source="overrides")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def run_dir(self) -> Path:
+        return (self.storage_path / self.run_name).resolve()
+
+
+def dataset_files(cfg: TrainConfig) -> tuple[list[Path], list[Path], Any, Any]:
+    """The shard files of the config's train and validation rows, with their fold filters
+    (:class:`workflows.data.SplitSpec`, None without folds)."""
+    from workflows.data import SplitSpec, split_files
+
+    if cfg.data is None:
+        raise ConfigError("data: no shards given (--data DIR, the output of avrsp preprocess)")
+    if cfg.fold:
+        files = split_files(cfg.data, "cv")
+        return files, files, SplitSpec("cv", cfg.fold, False), SplitSpec("cv", cfg.fold, True)
+    train_files = split_files(cfg.data, cfg.train_split)
+    return train_files, split_files(cfg.data, cfg.val_split), None, None
+
+
+# =========================================================================== pieces
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
+    """AdamW with the run's learning rate and weight decay (paper §IV-B: 1e-4, 1e-5)."""
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: Any, cfg: TrainConfig) -> Any:
+    """``ReduceLROnPlateau`` on the validation loss (paper §IV-B: factor 0.5)."""
+    import torch
+
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
+    )
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of this process in the DDP group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float], device: Any) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    if _world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _all_have(flag: bool, device: Any) -> bool:
+    """True when every worker has a batch (keeps DDP's collectives in step)."""
+    import torch
+    import torch.distributed as dist
+
+    if _world()[1] == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _to_inputs(batch: dict[str, Any], device: Any, uses_audio: bool) -> tuple[Any, Any, Any]:
+    """uint8 frames ``[B, T, H, W, 3]`` → float ``[B, 3, T, H, W]`` in [0, 1]; audio; target."""
+    import torch
+
+    frames = torch.as_tensor(batch["frames"]).to(device, non_blocking=True)
+    frames = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)
+    audio = torch.as_tensor(batch["audio"]).to(device).float() if uses_audio else None
+    target = torch.as_tensor(batch["target"]).to(device).float()
+    return frames, audio, target
+
+
+def _autocast(device: Any) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _close(batches: Iterator[Any]) -> None:
+    # A Ray Data iterator left open keeps its executor decoding (e.g. during validation).
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+
+
+def train_step(
+    model: Any, optimizer: Any, batch: dict[str, Any], cfg: TrainConfig, device: Any
+) -> tuple[float, np.ndarray, int]:
+    """One optimisation step on one batch (the body of :func:`train_epoch`).
+
+    Forward (bf16 autocast on GPU), the loss of eq. (19) on float32 maps, backward,
+    gradient-norm clipping, optimizer step. Returns the batch's loss, its ``(kl, cc, sim)``
+    terms as float64 ``[3]``, and ``B``; reading them waits for the step on a GPU.
+    """
+    import torch
+
+    from avrsp.losses import saliency_loss
+
+    frames, audio, target = _to_inputs(batch, device, cfg.network.model.use_audio)
+    with _autocast(device):
+        pred = model(frames, audio)
+    loss, terms = saliency_loss(pred.float(), target, cfg.network.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+    optimizer.step()
+    values = np.array([float(terms[k]) for k in ("kl", "cc", "sim")])
+    return float(loss.detach()), values, int(frames.shape[0])
+
+
+def train_epoch(
+    model: Any,
+    optimizer: Any,
+    batches: Iterable[dict[str, Any]],
+    cfg: TrainConfig,
+    device: Any,
+    *,
+    epoch: int = 0,
+    step_hook: StepHook | None = None,
+) -> dict[str, float]:
+    """One epoch of :func:`train_step` over ``batches`` (at most ``max_steps_per_epoch``).
+
+    Returns ``train_loss``, ``train_kl``, ``train_cc``, ``train_sim`` (window-weighted
+    means), ``train_windows`` and ``train_windows_per_s`` (summed over DDP workers) and
+    ``steps`` (this worker's; the same on every worker).
+    """
+    rank, world = _world()
+    model.train()
+    started = time.perf_counter()
+    it = iter(batches)
+    loss_sum, terms_sum, seen, step = 0.0, np.zeros(3), 0, 0
+    try:
+        while not (cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch):
+            batch = next(it, None)
+            if not _all_have(batch is not None, device):
+                break
+            if step_hook is not None:
+                step_hook(epoch, step, rank)
+            loss, terms, b = train_step(model, optimizer, batch, cfg, device)
+            loss_sum += loss * b
+            terms_sum += terms * b
+            seen += b
+            step += 1
+            if rank == 0 and cfg.progress_every and step % cfg.progress_every == 0:
+                per_step = (time.perf_counter() - started) / step
+                print(f"[train {cfg.run_name}] epoch {epoch + 1}/{cfg.epochs} step {step}/"
+                      f"{cfg.max_steps_per_epoch or '?'}: loss {loss_sum / seen:.4f} "
+                      f"({per_step:.2f} s/step)", flush=True)  # fmt: skip
+    finally:
+        _close(it)
+    totals = _all_sum([loss_sum, float(seen), *terms_sum.tolist()], device)
+    if totals[1] == 0:
+        raise InputError(
+            f"{cfg.train_split}: no training batch of {cfg.batch_size} rows per worker "
+            f"({world} workers); lower batch_size or add data"
+        )
+    n = totals[1]
+    return {
+        "train_loss": totals[0] / n,
+        "train_kl": totals[2] / n,
+        "train_cc": totals[3] / n,
+        "train_sim": totals[4] / n,
+        "train_windows": n,
+        "train_windows_per_s": n / max(time.perf_counter() - started, 1e-9),
+        "steps": step,
+    }
+
+
+def validate(
+    model: Any, batches: Iterable[dict[str, Any]], cfg: TrainConfig, device: Any
+) -> dict[str, float]:
+    """``val_loss`` and the saliency metrics (:func:`avrsp.metrics.all_metrics`, per window
+    at model resolution) over at most ``max_val_batches`` batches, summed over workers."""
+    import torch
+
+    from avrsp.losses import saliency_loss
+    from avrsp.metrics import all_metrics
+
+    rank, _ = _world()
+    net = getattr(model, "module", model)
+    net.eval()
+    loss_sum, count, step = 0.0, 0, 0
+    sums = dict.fromkeys(VAL_METRICS, 0.0)
+    counts = dict.fromkeys(VAL_METRICS, 0.0)
+    it = iter(batches)
+    try:
+        with torch.no_grad():
+            while not (cfg.max_val_batches and step >= cfg.max_val_batches):
+                batch = next(it, None)
+                if batch is None:
+                    break
+                frames, audio, target = _to_inputs(batch, device, net.uses_audio)
+                with _autocast(device):
+                    pred = net(frames, audio).float()
+                loss, _ = saliency_loss(pred, target, cfg.network.loss)
+                b = frames.shape[0]
+                loss_sum += float(loss) * b
+                fixmap = torch.as_tensor(batch["fixmap"]).numpy()
+                pred_np, target_np = pred.cpu().numpy(), target.cpu().numpy()
+                offset = rank * 1_000_000 + count  # distinct random splits per window
+                scores = all_metrics(pred_np, target_np, fixmap, seed=cfg.seed, index_offset=offset)
+                for m in VAL_METRICS:
+                    ok = np.isfinite(scores[m])
+                    sums[m] += float(scores[m][ok].sum())
+                    counts[m] += float(ok.sum())
+                count += b
+                step += 1
+    finally:
+        _close(it)
+    k = len(VAL_METRICS)
+    totals = _all_sum([loss_sum, float(count), *sums.values(), *counts.values()], device)
+    n = totals[1]
+    if n == 0:
+        raise InputError(f"{cfg.val_split}: the validation split gave no rows to this run")
+    out = {"val_loss": totals[0] / n, "val_windows": n}
+    for i, m in enumerate(VAL_METRICS):
+        c = totals[2 + k + i]
+        out[f"val_{m}"] = totals[2 + i] / c if c else float("nan")
+    return out
+
+
+def predict(model: Any, windows: dict[str, Any], device: Any) -> np.ndarray:
+    """Maps ``[N, H, W]`` (float32) the model predicts for a batch dict, in eval mode."""
+    import torch
+
+    net = getattr(model, "module", model)
+    net.eval()
+    with torch.no_grad():
+        frames, audio, _ = _to_inputs(windows, device, net.uses_audio)
+        with _autocast(device):
+            return net(frames, audio).float().cpu().numpy()
+
+
+# =========================================================================== checkpoints
+
+
+def training_state(
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    cfg: TrainConfig,
+    *,
+    epoch: int,
+    global_step: int,
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
+    """Everything a run resumes from, as plain data (loads with ``weights_only=True``)."""
+    from workflows.export import cpu_state_dict
+
+    return {
+        "format": "avrsp-checkpoint",
+        "model": cpu_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "global_step": global_step,
+        "history": history,
+        "config": json.dumps(cfg.to_dict()),
+    }
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The complete checkpoint folders (``checkpoint_epoch_NNNN``) of a run, oldest first."""
+    found = [
+        p
+        for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+        if (p / CHECKPOINT_FILE).is_file() and (p / METRICS_FILE).is_file()
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any], metrics: dict[str, float]) -> Path:
+    """``folder``/``checkpoint.pt`` (the state), ``train_config.json``, ``metrics.json``."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / CHECKPOINT_FILE)
+    config = json.loads(state["config"])
+    (folder / TRAIN_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    return folder
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """The state :func:`save_checkpoint` wrote (``weights_only=True``, on the CPU)."""
+    import torch
+
+    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def read_metrics(folder: Path) -> dict[str, float]:
+    """The metrics a checkpoint folder was reported with."""
+    return json.loads((folder / METRICS_FILE).read_text())
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """Before a re-run of ``cfg.run_dir``: ConfigError when it cannot resume its checkpoints
+    (another network or input config, listing the differences; or in-process after Ray Train
+    workers or the other way round, whose checkpoint indexes are separate)."""
+    from workflows.export import config_differences
+
+    found = checkpoint_dirs(cfg.run_dir)
+    if not found:
+        return
+    stored = cfg.run_dir / TRAIN_CONFIG_FILE  # the config of the run before
+    before = json.loads(stored.read_text())["num_workers"] if stored.is_file() else cfg.num_workers
+    if (before == 0) != (cfg.num_workers == 0):
+        raise ConfigError(
+            f"{cfg.run_dir}: run {cfg.run_name!r} has checkpoints of num_workers={before}; "
+            "in-process runs (0) and Ray Train workers keep separate checkpoint indexes: "
+            "resume it the same way, or use a new --run-name"
+        )
+    # Every checkpoint of a run has the same network: this check keeps it so.
+    network = json.loads((found[-1] / TRAIN_CONFIG_FILE).read_text())["network"]
+    net = AVRSPConfig.from_dict(network, source=str(found[-1] / TRAIN_CONFIG_FILE))
+    diffs = config_differences(net, cfg.network)
+    if diffs:
+        raise ConfigError(
+            f"{found[-1]}: run {cfg.run_name!r} was trained with another network config; "
+            "resuming it with this one cannot work (use a new --run-name): " + "; ".join(diffs)
+        )
+
+
+def stage1_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    """The stage-1 model's metadata (run name, MLflow run id, path), after checking that it
+    fits this network (:func:`workflows.export.load_stage1_weights`); {} without one."""
+    if cfg.init_from is None:
+        return {}
+    from avrsp.model import build_model
+    from workflows.export import load_stage1_weights
+
+    loaded = load_stage1_weights(build_model(cfg.network), cfg.init_from)
+    return {**loaded.meta, "path": str(loaded.path)}
+
+
+def initial_model(cfg: TrainConfig, resume: dict[str, Any] | None = None) -> Any:
+    """The network a run starts from, on the CPU: seeded (the same weights on every worker),
+    then the ``resume`` state's weights, or else the stage-1 model of ``init_from``."""
+    from avrsp.model import build_model
+    from workflows.export import load_stage1_weights
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.network)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+    elif cfg.init_from is not None:
+        loaded = load_stage1_weights(model, cfg.init_from)
+        if _world()[0] == 0:
+            print(f"[avrsp train] {loaded}", flush=True)
+    return model
+
+
+def export_best(
+    cfg: TrainConfig, best: Path, meta: dict[str, Any]
+) -> tuple[Path, dict[str, float]]:
+    """The best checkpoint's weights as ``RUN_DIR/model.pt`` (:func:`workflows.export.export_model`,
+    what evaluation and prediction load), with ``meta`` plus its epoch and validation loss."""
+    from workflows.export import export_model
+
+    scores = read_metrics(best)
+    meta = {**meta, "stage": cfg.stage, "epoch": int(scores["epoch"]),
+            "val_loss": float(scores["val_loss"]), "checkpoint": str(best)}  # fmt: skip
+    weights = load_checkpoint(best)["model"]
+    return export_model(cfg.run_dir / "model.pt", weights, cfg.network, meta=meta), scores
+
+
+# =========================================================================== the loop
+
+
+def fit(
+    config: TrainConfig | dict[str, Any],
+    model: Any,
+    train_batches: Callable[[int], Iterable[dict[str, Any]]],
+    val_batches: Callable[[], Iterable[dict[str, Any]]],
+    report: Report,
+    *,
+    device: Any = "cpu",
+    resume: dict[str, Any] | None = None,
+    step_hook: StepHook | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` (on ``device``, DDP-wrapped or not) from epoch 0 or from ``resume``
+    (a :func:`load_checkpoint` state) to ``config.epochs``; returns the per-epoch history.
+
+    ``train_batches(epoch)`` and ``val_batches()`` give each epoch's batches. After each
+    epoch every worker calls ``report(metrics, folder)``: ``metrics`` holds ``epoch``,
+    ``global_step``, the :func:`train_epoch` and :func:`validate` figures, ``lr`` and
+    ``epoch_s``; ``folder`` (rank 0; None elsewhere) a temporary checkpoint.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
+    rank, _ = _world()
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    start_epoch, global_step, history = 0, 0, []
+    if resume is not None:
+        getattr(model, "module", model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_epoch, global_step = int(resume["epoch"]) + 1, int(resume["global_step"])
+        history = list(resume["history"])
+    for epoch in range(start_epoch, cfg.epochs):
+        # Seeded per epoch and worker, so a resumed run repeats the uninterrupted one.
+        seed_everything(cfg.seed + 7919 * rank + 104_729 * epoch)
+        started = time.perf_counter()
+        train = train_epoch(
+            model, optimizer, train_batches(epoch), cfg, device, epoch=epoch, step_hook=step_hook
+        )
+        val = validate(model, val_batches(), cfg, device)
+        scheduler.step(val["val_loss"])
+        global_step += int(train.pop("steps"))
+        metrics = {
+            "epoch": epoch,
+            "global_step": global_step,
+            **train,
+            **val,
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_s": time.perf_counter() - started,
+        }
+        history.append(metrics)
+        if rank == 0 and cfg.progress_every:
+            print(f"[train {cfg.run_name}] epoch {epoch + 1}/{cfg.epochs} done in "
+                  f"{metrics['epoch_s']:.0f} s: train loss {metrics['train_loss']:.4f}, "
+                  f"val loss {val['val_loss']:.4f}, val CC {val.get('val_cc', np.nan):.3f}",
+                  flush=True)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="avrsp-checkpoint-") as tmp:
+            folder = None
+            if rank == 0:
+                state = training_state(model, optimizer, scheduler, cfg, epoch=epoch,
+                                       global_step=global_step, history=history)  # fmt: skip
+                folder = save_checkpoint(Path(tmp), state, metrics)
+            report(metrics, folder)
+    return history
