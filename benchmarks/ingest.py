@@ -1,12 +1,12 @@
-"""Training steps/s with Ray Data ingest vs the same batches already in memory (DESIGN §11).
+"""Training steps/s with Ray Data ingest vs the same batches already in memory (docs: PERFORMANCE).
 
 In one run, on the same model and optimizer settings (:class:`workflows.loop.TrainConfig`,
 a fresh model from the same seed for every phase), for each of ``--rounds`` rounds:
 
 1. *ingest*: the training workflow's own path — the ``train`` dataset that
-   :func:`workflows.train.train` builds (:func:`workflows.data.segment_dataset`: Parquet
-   segment shards read by Ray Data, JPEG/PNG decode + random flip in ``map_batches``,
-   randomised block order), handed to the loop by a Ray Train ``TorchTrainer``
+   :func:`workflows.train.train` builds (:func:`workflows.train.training_dataset`: Parquet
+   segment shards read by Ray Data, JPEG/PNG decode in ``map_batches``, seeded block order,
+   blocks in order with ``deterministic``), handed to the loop by a Ray Train ``TorchTrainer``
    (``--num-workers 0``: local mode, the loop in this process, which is what training runs
    by default; ``--num-workers 1``: one Train worker, as on a GPU node) and iterated with
    the training job's :func:`workflows.train.shard_batches` (local shuffle buffer,
@@ -280,9 +280,10 @@ def main() -> None:
     import torch
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from workflows.data import check_shards, segment_dataset
+    from preprocessing.ray_runtime import init_ray
+    from workflows.data import check_shards
     from workflows.loop import TrainConfig, dataset_files
-    from workflows.train import init_ray
+    from workflows.train import ingest_config, training_dataset
 
     with tempfile.TemporaryDirectory(prefix="avrsp-ingest-") as tmp:
         data = args.data or make_shards(args.work or Path(tmp), args.preset, args.videos,
@@ -302,9 +303,7 @@ def main() -> None:
         check_shards(train_files, cfg.network)
         init_ray(None)
         # The dataset exactly as workflows.train.train builds it.
-        ds = segment_dataset(
-            train_files, cfg.network, spec=train_spec, flip_prob=cfg.flip_prob, shuffle=True
-        )
+        ds = training_dataset(cfg, train_files, train_spec)
         local = args.num_workers == 0
         out = Path(tmp) / "result.json"
         trainer = TorchTrainer(
@@ -326,6 +325,7 @@ def main() -> None:
             ),
             run_config=ray.train.RunConfig(name="ingest-bench", storage_path=str(Path(tmp))),
             datasets={"train": ds},
+            dataset_config=ingest_config(cfg),
         )
         print(
             f"{args.preset} preset (T={cfg.network.input.frames}, "

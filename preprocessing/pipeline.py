@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from avrsp.errors import InputError
 from avrsp.io import write_json
+from preprocessing.ray_runtime import init_ray
 from preprocessing.records import VideoRecord
 from preprocessing.schema import SCHEMA_VERSION
 from preprocessing.segments import SegmentOptions, VideoSummary, marker_path, write_video
@@ -100,23 +101,6 @@ def process_record(item: dict[str, Any], *, options: str, out: str, config: str)
     opts = SegmentOptions(**json.loads(options))
     summary = write_video(record, opts, out, config_json=config)
     return {"summary": json.dumps(summary.to_dict())}
-
-
-def _init_ray(address: str | None, num_cpus: int | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        import avrsp
-        import preprocessing
-
-        # The workers of a cluster may not have this project installed: ship its packages.
-        modules = [Path(avrsp.__file__).parent, Path(preprocessing.__file__).parent]
-        ray.init(address=address, runtime_env={"py_modules": [str(m) for m in modules]})
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
 
 
 def run_ray(
@@ -200,7 +184,7 @@ def preprocess(
     )
     if todo:
         if use_ray:
-            _init_ray(address, num_cpus)
+            init_ray(address, num_cpus=num_cpus)
             summaries.extend(run_ray(todo, opts, out, config_json))
         else:
             summaries.extend(run_local(todo, opts, out, config_json, num_cpus or 1))

@@ -126,8 +126,7 @@ def test_jobs_started_together_share_a_new_sqlite_store(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     barrier, queue = ctx.Barrier(3), ctx.Queue()
     procs = [
-        ctx.Process(target=_experiment_in_new_process, args=(uri, barrier, queue))
-        for _ in range(3)
+        ctx.Process(target=_experiment_in_new_process, args=(uri, barrier, queue)) for _ in range(3)
     ]
     for p in procs:
         p.start()

@@ -25,7 +25,7 @@ from avrsp.config import AVRSPConfig, preset
 from avrsp.errors import ConfigError, InputError, WeightsError
 from avrsp.model import build_model
 from preprocessing.schema import SCHEMA_VERSION, encode_jpeg, encode_map_png, rows_to_table
-from workflows.data import check_shards, decode_batch, fixation_map, split_files
+from workflows.data import check_shards, decode_batch, fixation_map, flip_batch, split_files
 from workflows.export import export_model, load_model, load_stage1_weights
 from workflows.loop import fit, initial_model, load_checkpoint
 from workflows.train import TrainConfig, checkpoint_dirs, train
@@ -207,7 +207,7 @@ def batches_of(shards: Path, split: str, size: int = 2) -> list[dict[str, np.nda
     for start in range(0, len(rows) - size + 1, size):
         chunk = rows[start : start + size]
         columns = {k: np.array([r[k] for r in chunk], dtype=object) for k in chunk[0]}
-        batches.append(decode_batch(columns, size=(32, 48), flip_prob=0.0))
+        batches.append(decode_batch(columns, size=(32, 48)))
     return batches
 
 
@@ -363,8 +363,8 @@ def test_decode_flip_and_fixation_maps(shards: Path) -> None:
     files = split_files(shards, "val")
     table = pq.read_table(files[0]).slice(0, 3)
     batch = {name: np.array(table[name].to_pylist(), dtype=object) for name in table.column_names}
-    plain = decode_batch(batch, size=(32, 48), flip_prob=0.0)
-    flipped = decode_batch(batch, size=(32, 48), flip_prob=1.0)
+    plain = decode_batch(batch, size=(32, 48))
+    flipped = flip_batch(plain, np.ones(3, dtype=bool))
     assert plain["frames"].shape == (3, 8, 32, 48, 3) and plain["frames"].dtype == np.uint8
     assert plain["audio"].shape == (3, 5512) and plain["target"].max() == pytest.approx(1.0)
     # Frames, target and fixations are mirrored together.
@@ -537,3 +537,56 @@ def test_two_workers_survive_a_crash(
     client = MlflowClient(result.tracking_uri)
     history = client.get_metric_history(result.mlflow_run_id, "val_loss")
     assert sorted(m.step for m in history) == [0, 1]
+
+
+def test_flips_are_seeded_and_mirror_rows_together() -> None:
+    import torch
+
+    from workflows.data import flipped_batches
+
+    def batches():
+        for i in range(4):
+            g = torch.Generator().manual_seed(i)
+            yield {
+                "frames": torch.randint(0, 255, (6, 2, 4, 5, 3), dtype=torch.uint8, generator=g),
+                "target": torch.rand(6, 4, 5, generator=g),
+                "fixmap": torch.randint(0, 2, (6, 4, 5), dtype=torch.uint8, generator=g),
+                "audio": torch.rand(6, 10, generator=g),
+            }
+
+    one = list(flipped_batches(batches(), 0.5, seed=3))
+    two = list(flipped_batches(batches(), 0.5, seed=3))
+    other = list(flipped_batches(batches(), 0.5, seed=4))
+    for a, b in zip(one, two, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key])
+    assert any(not torch.equal(a["frames"], b["frames"]) for a, b in zip(one, other, strict=True))
+    flipped = 0
+    for out, src in zip(one, batches(), strict=True):
+        for r in range(6):
+            mirrored = torch.equal(out["frames"][r], src["frames"][r].flip(2))
+            assert mirrored or torch.equal(out["frames"][r], src["frames"][r])
+            assert torch.equal(
+                out["target"][r], src["target"][r].flip(1) if mirrored else src["target"][r]
+            )
+            assert torch.equal(
+                out["fixmap"][r], src["fixmap"][r].flip(1) if mirrored else src["fixmap"][r]
+            )
+            assert torch.equal(out["audio"][r], src["audio"][r])
+            flipped += mirrored
+    assert 4 <= flipped <= 20  # about half of 24
+
+
+@pytest.mark.slow
+def test_same_seed_same_model(ray_session, shards: Path, mlflow_uri: str, tmp_path: Path) -> None:
+    """Two runs with one seed (shuffled blocks, shuffle buffer, flips) train the same weights;
+    another seed does not."""
+    models = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        cfg = fast_config(
+            shards, tmp_path, mlflow_uri, run_name=name, seed=seed, epochs=1,
+            max_steps_per_epoch=3, flip_prob=0.5, grid_windows=0,
+        )  # fmt: skip
+        models[name] = load_model(train(cfg).model_path).model.state_dict()
+    assert all(torch.equal(models["a"][k], models["b"][k]) for k in models["a"])
+    assert not all(torch.equal(models["a"][k], models["c"][k]) for k in models["a"])

@@ -1,8 +1,8 @@
 """Ray Data ingest for training: Parquet segments → decoded, augmented tensors.
 
 The shards that ``avrsp preprocess`` writes (``docs/DATA.md``) are read with
-``ray.data.read_parquet``; JPEG/PNG decoding and the horizontal-flip augmentation run as
-``map_batches`` tasks on CPU, so the training loop only receives ready arrays:
+``ray.data.read_parquet``; JPEG/PNG decoding runs as ``map_batches`` tasks on CPU, so the
+training loop only receives ready arrays:
 
 =============  ===========================  =============================================
 column         dtype / shape                meaning
@@ -15,9 +15,10 @@ column         dtype / shape                meaning
 =============  ===========================  =============================================
 
 Frames stay uint8 until the training loop (4× less object-store traffic than float32).
-The flip mirrors frames, target map and fixation map of a row together; it draws
-from OS entropy per batch, so each epoch sees different flips (the one source of
-randomness the run's ``seed`` does not fix).
+The flip augmentation (:func:`flipped_batches`) mirrors frames, target map and fixation map
+of a row together as the batches reach the training loop, its draws seeded per epoch and
+worker, so that a seed fixes the whole training order (docs/TRAINING.md, "Same seed, same
+run").
 
 Fixation points are stored in native pixels; at model resolution the point ``(x, y)``
 falls on pixel ``(⌊x·W/W₀⌋, ⌊y·H/H₀⌋)`` (``W₀×H₀`` the native size; a pixel ``c`` covers
@@ -154,16 +155,6 @@ def fixation_map(points: np.ndarray, native: tuple[int, int], size: tuple[int, i
     return points_to_fixation_map(points, size, frame_size=native).view(np.uint8)
 
 
-def flip_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Mirror one decoded row left-right: frames ``[T, H, W, 3]``, target and fixmap ``[H, W]``."""
-    return {
-        **row,
-        "frames": np.ascontiguousarray(row["frames"][:, :, ::-1]),
-        "target": np.ascontiguousarray(row["target"][:, ::-1]),
-        "fixmap": np.ascontiguousarray(row["fixmap"][:, ::-1]),
-    }
-
-
 def decode_rows(rows: list[dict[str, Any]], size: tuple[int, int]) -> list[dict[str, np.ndarray]]:
     """Stored rows → ``{frames, audio, target, fixmap}`` each (via ``decode_segment``)."""
     from preprocessing.schema import decode_segment
@@ -183,20 +174,41 @@ def decode_rows(rows: list[dict[str, Any]], size: tuple[int, int]) -> list[dict[
     return out
 
 
-def decode_batch(
-    batch: dict[str, np.ndarray], *, size: tuple[int, int], flip_prob: float = 0.0
-) -> dict[str, np.ndarray]:
-    """The ``map_batches`` body: a batch of stored rows → stacked arrays (module docstring).
-
-    ``flip_prob``: chance that a row is mirrored left-right (0 for validation).
-    """
+def decode_batch(batch: dict[str, np.ndarray], *, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The ``map_batches`` body: a batch of stored rows → stacked arrays (module docstring)."""
     n = len(batch["frames_jpeg"])
     rows = [{k: batch[k][i] for k in _READ_COLUMNS} for i in range(n)]
     decoded = decode_rows(rows, size)
-    if flip_prob > 0:
-        flips = np.random.default_rng().random(n) < flip_prob
-        decoded = [flip_row(r) if f else r for r, f in zip(decoded, flips, strict=True)]
     return {k: np.stack([r[k] for r in decoded]) for k in BATCH_COLUMNS}
+
+
+def flip_batch(batch: dict[str, Any], flips: Any) -> dict[str, Any]:
+    """Mirror the rows ``flips`` (bool ``[B]``) of a batch left-right: frames
+    ``[B, T, H, W, 3]``, target and fixation map ``[B, H, W]`` together (numpy or torch)."""
+    out = dict(batch)
+    for key, width_axis in (("frames", 3), ("target", 2), ("fixmap", 2)):
+        x = batch[key]
+        if hasattr(x, "flip"):  # torch
+            mirrored = x.flip(width_axis)
+            mask = flips.view(-1, *([1] * (x.ndim - 1)))
+            out[key] = mirrored.where(mask, x)
+        else:
+            out[key] = np.where(
+                np.reshape(flips, (-1,) + (1,) * (x.ndim - 1)), np.flip(x, width_axis), x
+            )
+    return out
+
+
+def flipped_batches(batches: Any, prob: float, seed: int) -> Any:
+    """The training augmentation: each row of each batch mirrored with chance ``prob``, the
+    draws from one generator seeded with ``seed`` (so the same batches get the same flips)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    for batch in batches:
+        n = len(batch["frames"])
+        flips = torch.rand(n, generator=generator) < prob
+        yield flip_batch(batch, flips) if prob > 0 else batch
 
 
 def read_parquet_files(files: list[Path]) -> ray.data.Dataset:
@@ -225,14 +237,16 @@ def segment_dataset(
     config: AVRSPConfig,
     *,
     spec: SplitSpec | None = None,
-    flip_prob: float = 0.0,
     shuffle: bool = False,
+    seed: int | None = None,
     decode_batch_size: int = 8,
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of decoded (and, for training, flipped) windows.
+    """A lazy Ray Dataset of decoded windows.
 
-    ``shuffle`` randomises the order of blocks (one video's rows share a file) each epoch;
-    the training loop adds a local shuffle buffer on top.
+    ``shuffle`` randomises the order of blocks (one video's rows share a file); with a
+    ``seed`` that order is the same in every run (and every epoch), and the training loop's
+    seeded local shuffle buffer varies it per epoch. The flip augmentation is applied to the
+    batches by the training job (:func:`flipped_batches`), where its draws can be seeded.
     """
     ds = read_parquet_files(files)
     if spec is not None and spec.fold:
@@ -240,11 +254,11 @@ def segment_dataset(
         ds = ds.filter(lambda r: (int(r["fold"]) == fold) == keep)
     ds = ds.select_columns(list(_READ_COLUMNS))
     if shuffle:
-        ds = ds.randomize_block_order()
+        ds = ds.randomize_block_order(seed=seed)
     size = (config.input.height, config.input.width)
     return ds.map_batches(
         decode_batch,
-        fn_kwargs={"size": size, "flip_prob": flip_prob},
+        fn_kwargs={"size": size},
         batch_size=decode_batch_size,
         batch_format="numpy",
         # One whole CPU per decode task: with 0.5, twice as many worker processes run as

@@ -55,9 +55,7 @@ def route_framework_logs(command: str, *, folder: Path | None = None) -> Path:
     errors.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
     ours = logging.StreamHandler(sys.stderr)
     ours.setLevel(logging.WARNING)
-    ours.addFilter(
-        lambda r: r.levelno < logging.ERROR and r.name.split(".")[0] in PROJECT_LOGGERS
-    )
+    ours.addFilter(lambda r: r.levelno < logging.ERROR and r.name.split(".")[0] in PROJECT_LOGGERS)
     ours.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
 
     root = logging.getLogger()

@@ -82,6 +82,11 @@ class TrainConfig(BaseModel):
     )
     flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="horizontal flip chance")
     shuffle_buffer: int = Field(16, ge=0, description="local shuffle buffer, rows")
+    deterministic: bool = Field(
+        True,
+        description="the same training order and flips for the same seed (Ray Data keeps "
+        "block order; docs/TRAINING.md gives the cost)",
+    )
     # optimisation
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(

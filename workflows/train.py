@@ -2,7 +2,8 @@
 
 :func:`train` is the whole job (``avrsp train`` only builds its :class:`TrainConfig`). The
 driver checks the shards and a resumed run, opens the MLflow run, builds the Ray Datasets
-``train`` (decoded and flipped in Ray Data tasks) and ``val``, and fits a ``TorchTrainer``.
+``train`` (decoded in Ray Data tasks, flipped as batches arrive) and ``val``, and fits a
+``TorchTrainer``.
 Every worker runs :func:`train_loop_per_worker`: ``ray.train.torch.prepare_model`` (DDP with
 more than one worker), ``ray.train.get_checkpoint()`` to resume, and
 :func:`workflows.loop.fit`, whose ``report`` hands each epoch's checkpoint folder
@@ -28,6 +29,7 @@ import ray.train
 import ray.train.torch
 
 from avrsp.errors import AVRSPError
+from preprocessing.ray_runtime import init_ray
 from workflows import loop
 from workflows.loop import TrainConfig, checkpoint_dirs, dataset_files
 
@@ -96,30 +98,37 @@ def checkpoint_config(cfg: TrainConfig) -> ray.train.CheckpointConfig:
     )
 
 
-def init_ray(address: str | None) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), shipping this project's code; else start Ray."""
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        ray.init(include_dashboard=False)
-        return
-    import avrsp
-    import preprocessing
-    import workflows
+def training_dataset(cfg: TrainConfig, files: list[Path], spec: Any) -> ray.data.Dataset:
+    """The ``train`` dataset: decoded windows, block order shuffled (seeded when
+    ``cfg.deterministic``)."""
+    from workflows.data import segment_dataset
 
-    modules = [str(Path(m.__file__).parent) for m in (avrsp, preprocessing, workflows)]
-    ray.init(address=address, runtime_env={"py_modules": modules})
+    seed = cfg.seed if cfg.deterministic else None
+    return segment_dataset(files, cfg.network, spec=spec, shuffle=True, seed=seed)
+
+
+def ingest_config(cfg: TrainConfig) -> ray.train.DataConfig:
+    """Ray Train's ingest options: with ``cfg.deterministic``, Ray Data hands the blocks
+    over in order (``preserve_order``), so the same seed gives the same batches."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = options.preserve_order or cfg.deterministic
+    return ray.train.DataConfig(execution_options=options)
 
 
 def shard_batches(shard: Any, cfg: TrainConfig, *, train: bool, epoch: int, rank: int) -> Any:
-    """An epoch's batches of a Ray Data shard (training: local shuffle buffer, full batches)."""
+    """An epoch's batches of a Ray Data shard. Training: full batches through a seeded local
+    shuffle buffer, each row flipped left-right with chance ``flip_prob`` (seeded draws)."""
     kwargs: dict[str, Any] = {"batch_size": cfg.batch_size, "drop_last": train, "device": "cpu"}
+    seed = cfg.seed * 100_003 + epoch * 101 + rank
     if train and cfg.shuffle_buffer:
         kwargs["local_shuffle_buffer_size"] = cfg.shuffle_buffer
-        kwargs["local_shuffle_seed"] = cfg.seed * 100_003 + epoch * 101 + rank
-    return iter(shard.iter_torch_batches(**kwargs))
+        kwargs["local_shuffle_seed"] = seed
+    batches = iter(shard.iter_torch_batches(**kwargs))
+    if train and cfg.flip_prob > 0:
+        from workflows.data import flipped_batches
+
+        batches = flipped_batches(batches, cfg.flip_prob, seed + 7)
+    return batches
 
 
 def worker_device(cfg: TrainConfig) -> Any:
@@ -258,10 +267,8 @@ def train(
         uri, run_dir, run_name=cfg.run_name, params=params, tags=tags, experiment=cfg.experiment
     )
 
-    init_ray(cfg.address)
-    train_ds = segment_dataset(
-        train_files, cfg.network, spec=train_spec, flip_prob=cfg.flip_prob, shuffle=True
-    )
+    init_ray(cfg.address, packages=("avrsp", "preprocessing", "workflows"))
+    train_ds = training_dataset(cfg, train_files, train_spec)
     local = cfg.num_workers == 0
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -282,6 +289,7 @@ def train(
             callbacks=callbacks or None,
         ),
         datasets={"train": train_ds, "val": segment_dataset(val_files, cfg.network, spec=val_spec)},
+        dataset_config=ingest_config(cfg),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / loop.TRAIN_CONFIG_FILE).write_text(cfg.model_dump_json(indent=2))

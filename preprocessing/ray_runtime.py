@@ -1,0 +1,38 @@
+"""Starting or joining Ray: the one place every job does it.
+
+Without an address (and without ``RAY_ADDRESS``) a local Ray starts for the run, without
+its dashboard. With one, the job joins that cluster and ships this project's packages to
+its workers (``runtime_env.py_modules``): a cluster's nodes need not have the project
+installed, only its dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    packages: tuple[str, ...] = ("avrsp", "preprocessing"),
+) -> None:
+    """Start or join Ray once per process (a second call does nothing).
+
+    ``num_cpus``: the logical CPUs of a local Ray (default: the machine's). ``packages``:
+    what a cluster's workers import from this project (the training job adds
+    ``workflows``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        return
+    modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
+    ray.init(address=address, runtime_env={"py_modules": modules})
