@@ -271,6 +271,12 @@ def main() -> None:
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--use-audio", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--stats", action="store_true", help="print Ray Data's stats at the end")
+    parser.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TrainConfig.deterministic (blocks in order; --no-deterministic: as they finish)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
 
@@ -296,6 +302,7 @@ def main() -> None:
             use_gpu=args.device == "cuda",
             num_workers=args.num_workers,
             cpus_per_worker=args.cpus_per_worker,
+            deterministic=args.deterministic,
             system_metrics=False,
             val_split="test",  # only to satisfy dataset_files; validation is not timed
         )
