@@ -19,7 +19,6 @@ validation figures over them; only rank 0 writes a checkpoint. This module impor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -32,8 +31,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from avrsp.config import AVRSPConfig, format_validation_error, preset, read_config_file
+from avrsp.config import (
+    AVRSPConfig,
+    deep_merge,
+    format_validation_error,
+    preset,
+    read_config_file,
+)
 from avrsp.errors import ConfigError, InputError
+from avrsp.inference import autocast, frames_to_input
 
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -46,16 +52,6 @@ VAL_METRICS = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji")
 Report = Callable[[dict[str, float], Path | None], None]
 #: ``step_hook(epoch, step, rank)``: called before every training step (tests, diagnostics).
 StepHook = Callable[[int, int, int], None]
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class TrainConfig(BaseModel):
@@ -125,7 +121,7 @@ class TrainConfig(BaseModel):
     def _network_from_preset(cls, data: Any) -> Any:
         if isinstance(data, dict) and not isinstance(data.get("network"), AVRSPConfig):
             base = preset(data.get("preset", "tiny")).to_dict()
-            data = {**data, "network": _merge(base, data.get("network") or {})}
+            data = {**data, "network": deep_merge(base, data.get("network") or {})}
         return data
 
     @model_validator(mode="after")
@@ -152,7 +148,7 @@ class TrainConfig(BaseModel):
         for key in ("init_from", "data"):
             if data.get(key) and key not in overrides and not Path(data[key]).is_absolute():
                 data[key] = os.path.normpath(path.parent / data[key])
-        return cls.from_dict(_merge(data, overrides), source=str(path))
+        return cls.from_dict(deep_merge(data, overrides), source=str(path))
 
     def with_overrides(self, **dotted: Any) -> TrainConfig:
         """A copy with ``key=value`` / ``network.model.width=16`` overrides."""
@@ -251,22 +247,12 @@ def _all_have(flag: bool, device: Any) -> bool:
 
 
 def _to_inputs(batch: dict[str, Any], device: Any, uses_audio: bool) -> tuple[Any, Any, Any]:
-    """uint8 frames ``[B, T, H, W, 3]`` → float ``[B, 3, T, H, W]`` in [0, 1]; audio; target."""
+    """A batch's model input (:func:`avrsp.inference.frames_to_input`), audio and target."""
     import torch
 
-    frames = torch.as_tensor(batch["frames"]).to(device, non_blocking=True)
-    frames = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)
     audio = torch.as_tensor(batch["audio"]).to(device).float() if uses_audio else None
     target = torch.as_tensor(batch["target"]).to(device).float()
-    return frames, audio, target
-
-
-def _autocast(device: Any) -> contextlib.AbstractContextManager[Any]:
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return frames_to_input(batch["frames"], device), audio, target
 
 
 def _close(batches: Iterator[Any]) -> None:
@@ -290,7 +276,7 @@ def train_step(
     from avrsp.losses import saliency_loss
 
     frames, audio, target = _to_inputs(batch, device, cfg.network.model.use_audio)
-    with _autocast(device):
+    with autocast(device):
         pred = model(frames, audio)
     loss, terms = saliency_loss(pred.float(), target, cfg.network.loss)
     optimizer.zero_grad(set_to_none=True)
@@ -384,7 +370,7 @@ def validate(
                 if batch is None:
                     break
                 frames, audio, target = _to_inputs(batch, device, net.uses_audio)
-                with _autocast(device):
+                with autocast(device):
                     pred = net(frames, audio).float()
                 loss, _ = saliency_loss(pred, target, cfg.network.loss)
                 b = frames.shape[0]
@@ -421,7 +407,7 @@ def predict(model: Any, windows: dict[str, Any], device: Any) -> np.ndarray:
     net.eval()
     with torch.no_grad():
         frames, audio, _ = _to_inputs(windows, device, net.uses_audio)
-        with _autocast(device):
+        with autocast(device):
             return net(frames, audio).float().cpu().numpy()
 
 
