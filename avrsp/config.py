@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from avrsp.errors import ConfigError
+from avrsp.io import write_text
 
 FusionMethod = Literal["ravf", "add", "mul", "concat", "bilinear", "mbt"]
 FUSION_METHODS: tuple[str, ...] = ("ravf", "add", "mul", "concat", "bilinear", "mbt")
@@ -260,8 +261,7 @@ class AVRSPConfig(_Strict):
         """Write JSON or YAML by the file's suffix."""
         path = Path(path)
         text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
-        path.write_text(text)
-        return path
+        return write_text(path, text)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AVRSPConfig:

@@ -1,10 +1,11 @@
 """Atomic writes: a file appears whole or not at all.
 
-Everything the project writes for later runs to read (tables, manifests, models, shards'
-markers) goes through :func:`atomic_write`: the content goes to a temporary name in the
-same folder, is flushed, and is renamed over the target (``os.replace`` is atomic within a
-file system). An interrupted job leaves the old file or the new one, and at most a hidden
-``.NAME.*.tmp`` that the next write of the same name replaces.
+The single files the project writes for later runs to read (tables, configs, manifests,
+failure reports, models, markers, synthetic clips) go through :func:`atomic_write`; shard
+files and checkpoint folders are renamed into place by their own writers. The content goes
+to a temporary name in the same folder and is renamed over the target (``os.replace`` is
+atomic within a file system), so an interrupted job leaves the old file or the new one,
+and at worst a hidden ``.NAME.*.tmp`` leftover beside it.
 """
 
 from __future__ import annotations

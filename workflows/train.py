@@ -29,6 +29,7 @@ import ray.train
 import ray.train.torch
 
 from avrsp.errors import AVRSPError
+from avrsp.io import write_text
 from preprocessing.ray_runtime import init_ray
 from workflows import loop
 from workflows.loop import TrainConfig, checkpoint_dirs, dataset_files
@@ -292,7 +293,7 @@ def train(
         dataset_config=ingest_config(cfg),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / loop.TRAIN_CONFIG_FILE).write_text(cfg.model_dump_json(indent=2))
+    write_text(run_dir / loop.TRAIN_CONFIG_FILE, cfg.model_dump_json(indent=2))
     try:
         result = trainer.fit()
     except Exception as exc:
