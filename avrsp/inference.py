@@ -54,7 +54,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -66,8 +67,10 @@ from avrsp.config import InputConfig
 from avrsp.errors import AVRSPError, InputError
 
 __all__ = [
+    "Relevance",
     "max_frames_held",
     "predict_video",
+    "relevance_of",
     "window_audio",
     "window_indices",
 ]
@@ -129,6 +132,58 @@ def window_audio(i: int, waveform: np.ndarray, *, fps: float, config: InputConfi
     return buf
 
 
+@dataclass(frozen=True)
+class Relevance:
+    """What an AV model's fusion and gates did for one window (paper Fig. 6), as numbers.
+
+    ``ret_a`` / ``ret_v``: mean |Ret_A| and |Ret_V| (eq. 2–3) per RAVF block and head,
+    ``[N, H]``; ``head_weights``: the mean weight of each head over the visual tokens
+    (eq. 6), ``[N, H]``; ``audio_share``: the window's one audio-relevance number, the part
+    of v2a (eq. 4) that comes from the audio, averaged over the blocks with each head
+    weighted by its mean weight — 0 when the fused features are the visual values alone
+    (RAVF only; NaN for other fusions); ``gates``: mean MRG gate (eq. 14) per gated level.
+    """
+
+    ret_a: np.ndarray
+    ret_v: np.ndarray
+    head_weights: np.ndarray
+    audio_share: float
+    gates: dict[int, float]
+
+
+def relevance_of(attention: dict[str, object]) -> list[Relevance]:
+    """``model(..., return_attention=True)``'s second value → one :class:`Relevance` per
+    window of the batch."""
+    blocks = attention.get("ravf") or []
+    gates = attention.get("gates") or {}
+    assert isinstance(blocks, list) and isinstance(gates, dict)
+
+    def per_block(key: str, reduce: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+        if not blocks:
+            return np.zeros((0, 0), np.float32)
+        return torch.stack([reduce(b[key].float()) for b in blocks], 1).cpu().numpy()
+
+    ret_a = per_block("ret_a", lambda t: t.abs().mean(dim=(2, 3)))  # [B, N, H]
+    ret_v = per_block("ret_v", lambda t: t.abs().mean(dim=(2, 3)))
+    weights = per_block("head_weights", lambda t: t.mean(dim=1))
+    share = per_block("audio_share", lambda t: t)
+    gate_means = {lv: g.float().mean(dim=1).cpu().numpy() for lv, g in gates.items()}
+    n = next(iter(gate_means.values())).shape[0] if gate_means else ret_a.shape[0]
+    out = []
+    for i in range(n):
+        audio_share = float((share[i] * weights[i]).sum(-1).mean()) if blocks else float("nan")
+        out.append(
+            Relevance(
+                ret_a=ret_a[i] if blocks else ret_a,
+                ret_v=ret_v[i] if blocks else ret_v,
+                head_weights=weights[i] if blocks else weights,
+                audio_share=audio_share,
+                gates={int(lv): float(g[i]) for lv, g in gate_means.items()},
+            )
+        )
+    return out
+
+
 def max_frames_held(frames: int, batch_size: int) -> int:
     """Most input frames :func:`predict_video` holds at once: ``max(2T−2, T+B−1)``."""
     return max(2 * frames - 2, frames + batch_size - 1)
@@ -156,7 +211,8 @@ def predict_video(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     out_size: tuple[int, int] | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
+    relevance: bool = False,
+) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, Relevance]]:
     """Saliency map of every frame of one video, streamed in frame order.
 
     Args:
@@ -175,11 +231,14 @@ def predict_video(
         device: where the model runs; on CUDA it runs under bf16 autocast.
         out_size: ``(height, width)`` to resize the maps to (bilinear), e.g. the ground
             truth's native size for evaluation; default the model's output size.
+        relevance: also yield each window's :class:`Relevance` (AV models: the model is
+            called with ``return_attention=True``; V models get an empty one).
 
     Yields:
         ``(frame_index, map)`` with ``map`` float32 ``[H, W]`` (or ``out_size``), one per
-        frame, in order. Frame ``i``'s window is :func:`window_indices` and its audio
-        :func:`window_audio`. At most :func:`max_frames_held` frames are held at once.
+        frame, in order; ``(frame_index, map, relevance)`` with ``relevance=True``. Frame
+        ``i``'s window is :func:`window_indices` and its audio :func:`window_audio`. At
+        most :func:`max_frames_held` frames are held at once.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -199,7 +258,15 @@ def predict_video(
         raise InputError(f"out_size must be (height, width) >= 1, got {out_size}")
     audio = waveform if uses_audio else None
     return _stream(
-        model, iter(frames), fps, audio, config, batch_size, torch.device(device), out_size
+        model,
+        iter(frames),
+        fps,
+        audio,
+        config,
+        batch_size,
+        torch.device(device),
+        out_size,
+        relevance,
     )
 
 
@@ -212,7 +279,8 @@ def _stream(
     batch_size: int,
     device: torch.device,
     out_size: tuple[int, int] | None,
-) -> Iterator[tuple[int, np.ndarray]]:
+    relevance: bool = False,
+) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, Relevance]]:
     T, H, W = config.frames, config.height, config.width
     model.to(device)
     model.eval()
@@ -251,10 +319,13 @@ def _stream(
         if waveform is not None:
             assert fps is not None
             audio = np.stack([window_audio(i, waveform, fps=fps, config=config) for i in targets])
-        maps = _run(model, clips, audio, device, out_size)
+        maps, rel = _run(model, clips, audio, device, out_size, relevance)
         del clips
-        for i, m in zip(targets, maps, strict=True):
-            yield i, m.copy()  # a kept map should not pin its whole batch
+        for k, (i, m) in enumerate(zip(targets, maps, strict=True)):
+            if relevance:
+                yield i, m.copy(), rel[k]
+            else:
+                yield i, m.copy()  # a kept map should not pin its whole batch
         start = targets[-1] + 1
         # Frames before start−T+1 are in no later window (frame T−1's needs frame 0).
         keep_from = max(0, start - T + 1)
@@ -286,13 +357,23 @@ def _run(
     audio: np.ndarray | None,
     device: torch.device,
     out_size: tuple[int, int] | None,
-) -> np.ndarray:
-    """One forward pass: ``clips uint8 [B, T, H, W, 3]`` → ``float32 [B, h, w]`` maps."""
+    relevance: bool = False,
+) -> tuple[np.ndarray, list[Relevance]]:
+    """One forward pass: ``clips uint8 [B, T, H, W, 3]`` → ``float32 [B, h, w]`` maps (and
+    each window's :class:`Relevance` when asked and the model is audio-visual)."""
+    rel: list[Relevance] = []
     with torch.inference_mode():
         x = frames_to_input(clips, device)
         a = torch.from_numpy(audio).to(device) if audio is not None else None
         with autocast(device):
-            out = model(x, a)
+            if relevance and a is not None:
+                out, attention = model(x, a, return_attention=True)
+                rel = relevance_of(attention)
+            else:
+                out = model(x, a)
+        if relevance and not rel:
+            empty = np.zeros((0, 0), np.float32)
+            rel = [Relevance(empty, empty, empty, float("nan"), {})] * clips.shape[0]
         out = out.float()
         if out.ndim == 4 and out.shape[1] == 1:
             out = out[:, 0]
@@ -304,4 +385,4 @@ def _run(
             out = F.interpolate(
                 out[:, None], size=tuple(out_size), mode="bilinear", align_corners=False
             )[:, 0]
-        return out.cpu().numpy()
+        return out.cpu().numpy(), rel

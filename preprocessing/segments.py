@@ -133,7 +133,7 @@ class VideoSummary:
 
 
 @dataclass
-class _Media:
+class Media:
     """What decoding a record needs to know before the first frame; ``waveform`` is its
     audio, decoded before the frames (empty: none)."""
 
@@ -145,7 +145,8 @@ class _Media:
     info: MediaInfo  # reused by the decoder
 
 
-def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
+def open_media(record: VideoRecord, sample_rate: int) -> Media:
+    """Probe a record's video and decode its audio (mono at ``sample_rate``; empty: none)."""
     notes: list[str] = []
     resample: float | None = None
     channels = 0
@@ -188,16 +189,16 @@ def _open_media(record: VideoRecord, opts: SegmentOptions) -> _Media:
         own = record.audio == record.frames
         if own and channels > 2:
             notes.append(f"{channels}-channel audio downmixed to mono")
-        waveform = decode_audio(record.audio, opts.sample_rate, info=info if own else None)
+        waveform = decode_audio(record.audio, sample_rate, info=info if own else None)
     if waveform.size == 0:
         notes.append(_NO_AUDIO)
-    return _Media(fps, native, resample, waveform, notes, info)
+    return Media(fps, native, resample, waveform, notes, info)
 
 
 _NO_AUDIO = "no audio: silent buffers, has_audio = false"
 
 
-def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Iterator[bytes]:
+def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: Media) -> Iterator[bytes]:
     """The frames at the model size as JPEG files of quality ``opts.jpeg_quality``, in
     order (:func:`preprocessing.media.iter_jpeg_frames`)."""
     return iter_jpeg_frames(
@@ -210,6 +211,58 @@ def _iter_jpegs(record: VideoRecord, opts: SegmentOptions, media: _Media) -> Ite
 
 
 # --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class FrameTarget:
+    """The ground truth of one frame: ``saliency`` float32 ``[h, w]`` (None: no target —
+    no map file and no point in the frame, or an all-zero map), where it came from
+    (``dataset`` map or ``fixations``), the points in the frame ``[K, 2]`` and how many
+    fell outside it."""
+
+    saliency: np.ndarray | None
+    source: str
+    points: np.ndarray
+    dropped: int
+
+
+def frame_target(
+    record: VideoRecord,
+    loader: FixationLoader,
+    frame: int,
+    native_size: tuple[int, int],
+    out_size: tuple[int, int],
+    *,
+    sigma: float,
+    use_maps: bool,
+    allow_fixations: bool = True,
+) -> FrameTarget:
+    """Frame ``frame``'s target map at ``out_size`` and its fixation points (native pixels).
+
+    The dataset's own map (``record.map_file``, resized bilinearly) when ``use_maps`` and
+    the file exists; else, when ``allow_fixations``, the blurred fixations
+    (:func:`preprocessing.fixations.fixation_map`, σ = ``sigma`` native pixels). Training
+    rows (``out_size`` = the model's) and the evaluation protocol (``out_size`` = native)
+    both take their targets here.
+    """
+    points, dropped = points_in_frame(loader(frame), native_size)
+    points = np.asarray(points, np.float32)
+    map_file = record.map_file(frame) if use_maps else None
+    if map_file is not None and map_file.is_file():
+        grey = read_gray_image(map_file).astype(np.float32)
+        if grey.shape[:2] != tuple(out_size):
+            grey = np.asarray(
+                Image.fromarray(grey, mode="F").resize((out_size[1], out_size[0]), Image.BILINEAR)
+            )
+        saliency, source = np.maximum(grey, 0.0), "dataset"
+    elif allow_fixations and len(points):
+        saliency, _ = fixation_map(points, native_size, sigma, out_size=out_size)
+        source = "fixations"
+    else:
+        return FrameTarget(None, "", points, dropped)
+    if float(saliency.max()) <= 0:
+        return FrameTarget(None, source, points, dropped)
+    return FrameTarget(saliency, source, points, dropped)
 
 
 @dataclass
@@ -234,13 +287,13 @@ def iter_segments(
     (checked after the last frame, so a caller must not publish rows before the end).
     """
     counters = counters if counters is not None else _Counters()
-    yield from _iter_rows(record, opts, _open_media(record, opts), counters, notes)
+    yield from _iter_rows(record, opts, open_media(record, opts.sample_rate), counters, notes)
 
 
 def _iter_rows(
     record: VideoRecord,
     opts: SegmentOptions,
-    media: _Media,
+    media: Media,
     counters: _Counters,
     notes: list[str] | None,
 ) -> Iterator[dict[str, Any]]:
@@ -271,28 +324,21 @@ def _iter_rows(
     }
 
     def target(frame: int) -> tuple[bytes, str, np.ndarray, int] | None:
-        points, dropped = points_in_frame(loader(frame), media.native_size)
-        map_file = record.map_file(frame) if use_maps else None
-        if map_file is not None and map_file.is_file():
-            grey = read_gray_image(map_file).astype(np.float32)
-            resized = Image.fromarray(grey, mode="F").resize(
-                (opts.width, opts.height), Image.BILINEAR
-            )
-            saliency, source = np.maximum(np.asarray(resized), 0.0), "dataset"
-        elif opts.target != "dataset" and len(points):
-            saliency, _ = fixation_map(
-                points, media.native_size, sigma, out_size=(opts.height, opts.width)
-            )
-            source = "fixations"
-        else:
-            counters.dropped += dropped
-            counters.points += len(points) + dropped
+        made = frame_target(
+            record,
+            loader,
+            frame,
+            media.native_size,
+            (opts.height, opts.width),
+            sigma=sigma,
+            use_maps=use_maps,
+            allow_fixations=opts.target != "dataset",
+        )
+        counters.points += len(made.points) + made.dropped
+        counters.dropped += made.dropped
+        if made.saliency is None:
             return None
-        counters.points += len(points) + dropped
-        counters.dropped += dropped
-        if float(saliency.max()) <= 0:
-            return None
-        return encode_map_png(saliency), source, np.asarray(points, np.float32), dropped
+        return encode_map_png(made.saliency), made.source, made.points, made.dropped
 
     def row(last: int, frames: list[bytes]) -> dict[str, Any] | None:
         made = target(last)

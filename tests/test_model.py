@@ -385,15 +385,22 @@ def test_retention_is_eq_2_and_3() -> None:
     gen = torch.Generator().manual_seed(5)
     visual, audio = torch.randn(2, 6, 16, generator=gen), torch.randn(2, 3, 16, generator=gen)
     with torch.no_grad():
-        attn(visual, audio)
+        _, maps = attn(visual, audio, return_attention=True)
         w = {n: attn.proj[n].weight for n in attn.proj}
         vq, vk = _split(visual @ w["v_q"].T, 4), _split(visual @ w["v_k"].T, 4)
         aq, ak = _split(audio @ w["a_q"].T, 4), _split(audio @ w["a_k"].T, 4)
-    assert attn.last_ret_a.shape == (2, 4, 6, 3) and attn.last_ret_v.shape == (2, 4, 3, 6)
-    torch.testing.assert_close(attn.last_ret_a, vq @ ak.transpose(-1, -2) / 2.0)  # √d_k = 2
-    torch.testing.assert_close(attn.last_ret_v, aq @ vk.transpose(-1, -2) / 2.0)
+    assert maps["ret_a"].shape == (2, 4, 6, 3) and maps["ret_v"].shape == (2, 4, 3, 6)
+    torch.testing.assert_close(maps["ret_a"], vq @ ak.transpose(-1, -2) / 2.0)  # √d_k = 2
+    torch.testing.assert_close(maps["ret_v"], aq @ vk.transpose(-1, -2) / 2.0)
     # no softmax: rows are raw dot products, with negative entries and no unit sums
-    assert (attn.last_ret_a < 0).any()
+    assert (maps["ret_a"] < 0).any()
+    # the audio share of v2a, eq. (4), per head
+    with torch.no_grad():
+        a_term = maps["ret_a"] @ _split(audio @ w["a_v"].T, 4)
+        v_term = _split(visual @ w["v_v"].T, 4)
+    share = a_term.norm(dim=-1) / (a_term.norm(dim=-1) + v_term.norm(dim=-1))
+    torch.testing.assert_close(maps["audio_share"], share.mean(-1))
+    assert ((maps["audio_share"] > 0) & (maps["audio_share"] < 1)).all()
 
 
 def _visual_only_reference(attn: RelevanceCrossAttention, visual: torch.Tensor) -> torch.Tensor:
@@ -411,10 +418,11 @@ def test_all_zero_audio_reduces_to_visual_values(n_audio: int) -> None:
     attn = _attention()
     visual = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        out = attn(visual, torch.zeros(2, n_audio, 16))
+        out, maps = attn(visual, torch.zeros(2, n_audio, 16), return_attention=True)
         reference = _visual_only_reference(attn, visual)
         one_token = attn(visual, torch.zeros(2, 1, 16))
-    assert torch.count_nonzero(attn.last_ret_a) == 0 and torch.count_nonzero(attn.last_ret_v) == 0
+    assert torch.count_nonzero(maps["ret_a"]) == 0 and torch.count_nonzero(maps["ret_v"]) == 0
+    assert torch.count_nonzero(maps["audio_share"]) == 0
     torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
     assert torch.equal(out, one_token)  # independent of the number of silent tokens
 
@@ -436,8 +444,14 @@ def test_head_weights_sum_to_one_over_heads() -> None:
     attn = _attention(width=24, heads=3)
     gen = torch.Generator().manual_seed(8)
     with torch.no_grad():
-        attn(torch.randn(2, 10, 24, generator=gen) * 5, torch.randn(2, 4, 24, generator=gen))
-    weights = attn.last_head_weights
+        visual, audio = (
+            torch.randn(2, 10, 24, generator=gen) * 5,
+            torch.randn(2, 4, 24, generator=gen),
+        )
+        plain = attn(visual, audio)
+        out, maps = attn(visual, audio, return_attention=True)
+    assert torch.equal(plain, out)  # the flag changes what is returned, not the result
+    weights = maps["head_weights"]
     assert weights.shape == (2, 10, 3)
     assert (weights >= 0).all() and (weights <= 1).all()
     torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, 10))
@@ -447,13 +461,12 @@ def test_head_weights_sum_to_one_over_heads() -> None:
 def test_retention_maps_of_stacked_blocks() -> None:
     torch.manual_seed(0)
     ravf = RAVF(width=16, heads=4, blocks=2, ffn_mult=2).eval()
-    with pytest.raises(RuntimeError, match="forward pass first"):
-        ravf.retention_maps()
     gen = torch.Generator().manual_seed(9)
     with torch.no_grad():
-        out = ravf(torch.randn(3, 8, 16, generator=gen), torch.randn(3, 2, 16, generator=gen))
+        visual, audio = torch.randn(3, 8, 16, generator=gen), torch.randn(3, 2, 16, generator=gen)
+        out, maps = ravf(visual, audio, return_attention=True)
+        assert torch.equal(out, ravf(visual, audio))
     assert out.shape == (3, 8, 16)
-    maps = ravf.retention_maps()
     assert len(maps) == 2
     for block in maps:
         assert block["ret_a"].shape == (3, 4, 8, 2)
@@ -466,9 +479,11 @@ def test_retention_maps_of_stacked_blocks() -> None:
 def test_retention_maps_in_the_network(models: ModelFactory, batch) -> None:
     model = models()
     with torch.no_grad():
-        model(*batch)
+        maps, attention = model(*batch, return_attention=True)
+        assert torch.equal(maps, model(*batch))
     nv, na, heads = 1 * 2 * 2, 2, small_config().model.heads  # X0 of 5×64×64 is 1×2×2
-    for block in model.fusion.retention_maps():
+    assert len(attention["ravf"]) == small_config().model.ravf_blocks
+    for block in attention["ravf"]:
         assert block["ret_a"].shape == (2, heads, nv, na)
         assert block["ret_v"].shape == (2, heads, na, nv)
         torch.testing.assert_close(block["head_weights"].sum(-1), torch.ones(2, nv))
@@ -534,9 +549,8 @@ def test_mrg_gate_is_a_channel_gate_in_unit_range() -> None:
     mrg = MRG(16, 8).eval()
     fused, visual = torch.randn(2, 16, 1, 2, 3) * 4, torch.randn(2, 8, 2, 8, 12)
     with torch.no_grad():
-        out = mrg(fused, visual)
+        out, gate = mrg(fused, visual, return_gate=True)
     assert out.shape == visual.shape
-    gate = mrg.last_gate
     assert gate.shape == (2, 16, 1, 1, 1)
     assert (gate >= 0).all() and (gate <= 1).all()
     assert gate.std() > 0
@@ -545,9 +559,10 @@ def test_mrg_gate_is_a_channel_gate_in_unit_range() -> None:
 def test_network_mrg_gates_are_in_unit_range(models: ModelFactory, batch) -> None:
     model = models(ms_mrg_pairs=4)
     with torch.no_grad():
-        model(*batch)
-    for gate in (m.last_gate for m in model.mrg.values()):
-        assert gate.shape[0] == 2 and gate.shape[2:] == (1, 1, 1)
+        _, attention = model(*batch, return_attention=True)
+    assert sorted(attention["gates"]) == [0, 1, 2, 3]
+    for gate in attention["gates"].values():
+        assert gate.shape[0] == 2 and gate.ndim == 2
         assert (gate >= 0).all() and (gate <= 1).all()
 
 
@@ -680,10 +695,10 @@ def test_paper_preset_forward_at_reduced_size(paper_model: AVRSP) -> None:
     frames = torch.rand(1, 3, cfg.frames, 64, 96, generator=gen)
     audio = torch.rand(1, cfg.audio_samples, generator=gen) * 2 - 1
     with torch.no_grad():
-        out = paper_model(frames, audio)
+        out, attention = paper_model(frames, audio, return_attention=True)
     assert out.shape == (1, 64, 96)
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
-    maps = paper_model.fusion.retention_maps()
+    maps = attention["ravf"]
     assert maps[-1]["ret_a"].shape == (1, paper().model.heads, 4 * 2 * 3, 2)  # X0: 4×2×3
 
 

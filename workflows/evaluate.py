@@ -1,4 +1,13 @@
-"""Score a trained model on the windows of a split of segment shards.
+"""Scoring models: the quick window-level score, and the published protocol at scale.
+
+:func:`evaluate` is ``avrsp evaluate`` (docs/EVALUATION.md): every frame of every test
+video of a source through :mod:`workflows.protocol` (sliding window at step 1, reversed
+first windows, maps at the ground truth's native resolution, the seven metrics), one
+video per task of a Ray Data actor pool (:mod:`workflows.pool`), means per video → per
+dataset (→ over folds), a centre-bias row beside the model's, one row per ``--audio``
+mode, and the tables, per-video CSVs and an MLflow run written at the end.
+
+:func:`evaluate_windows` scores stored windows instead:
 
 Each stored window (docs/DATA.md) gives the model its T frames and audio; the predicted
 map of the window's last frame is scored at model resolution with the MATLAB-faithful
@@ -8,26 +17,32 @@ then over the videos of each group (:mod:`avrsp.tables`): by default a group is 
 window's dataset; ``groups`` maps a video to another label (the synthetic dataset's
 condition, for instance).
 
-This is the quick, window-level evaluation that the demo and the learning check use. The
-published protocol — every frame through the sliding window, maps resized to the native
-resolution — is :func:`avrsp.inference.predict_video` plus the same metrics.
+This is the quick, window-level evaluation that the demo and the learning check use.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from avrsp.errors import InputError
 from avrsp.inference import frames_to_input
 from avrsp.metrics import all_metrics
-from avrsp.tables import DatasetScores, FrameScores, summarize
+from avrsp.tables import DatasetScores, FrameScores, ResultsTable, summarize, video_means
+from preprocessing.records import VideoRecord
 from preprocessing.schema import decode_segment
 from workflows.data import fixation_map, split_files
 from workflows.export import LoadedModel, load_model
+from workflows.protocol import AUDIO_MODES
 
 
 def evaluate_windows(
@@ -77,3 +92,389 @@ def evaluate_windows(
         if progress is not None:
             progress(min(start + batch_size, len(rows)), len(rows))
     return summarize(frames)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+BASELINE_LABEL = "Centre bias (baseline)"
+#: The paper's four columns, then our other metrics beside them.
+TABLE_METRICS = ("sim", "cc", "nss", "auc_j", "kld", "auc_b")
+
+
+@dataclass
+class EvalOptions:
+    """What ``avrsp evaluate`` was asked for (see :func:`evaluate`)."""
+
+    source: str
+    model: str | None = None
+    split: str = "test"
+    fold: int | None = None
+    audio: tuple[str, ...] = ("real",)
+    baseline_only: bool = False
+    published: bool = False
+    out: Path = Path("runs/evaluate")
+    overwrite: bool = False
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    address: str | None = None
+    batch_size: int = 8
+    device: str = "cpu"
+    seed: int = 0
+    limit: int | None = None
+    mlflow_uri: str | None = None
+    tracking: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        bad = [m for m in self.audio if m not in AUDIO_MODES]
+        if bad or not self.audio:
+            raise InputError(f"--audio: choose from {', '.join(AUDIO_MODES)}, got {bad or '[]'}")
+        if self.model is None and not self.baseline_only:
+            raise InputError("--model is needed (or --baseline centre to score the baseline alone)")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit must be >= 1, got {self.limit}")
+
+
+def test_records(source: str, split: str, fold: int | None) -> tuple[list[VideoRecord], list[dict]]:
+    """The videos of ``source`` that are scored for ``split``: those of the split, and for a
+    k-fold dataset (``split=cv``) the test videos of every fold (of ``fold`` only when
+    given). Also the listing's failures."""
+    from preprocessing.sources import open_source
+
+    listing = open_source(source)
+    chosen = []
+    for rec in listing.records:
+        if rec.split == "cv":
+            if split in ("test", "cv") and (fold is None or rec.fold == fold):
+                chosen.append(rec)
+        elif rec.split == split:
+            chosen.append(rec)
+    if not chosen:
+        found = sorted({r.split for r in listing.records})
+        raise InputError(
+            f"--source {source}: no videos in split {split!r}"
+            + (f" (fold {fold})" if fold is not None else "")
+            + f"; splits found: {', '.join(found) or 'none'}"
+        )
+    return chosen, list(listing.failed)
+
+
+def _groups(source: str) -> dict[str, str]:
+    """For a synthetic source: video → its condition (the table's columns)."""
+    from preprocessing.sources import parse_source
+
+    kind, path = parse_source(source)
+    if kind != "synthetic":
+        return {}
+    from preprocessing.synthetic import read_manifest
+
+    return {c["clip"]: c["condition"] for c in read_manifest(path)["clips"]}
+
+
+def _donors(records: list[VideoRecord], tries: int = 4) -> dict[str, list[VideoRecord]]:
+    """``--audio shuffled``: the videos whose soundtrack each video may hear, in order of
+    preference — the next videos in sorted order (wrapping round), never itself. The worker
+    takes the first that has audio (a listing cannot tell a silent file)."""
+    ordered = sorted((r for r in records if r.audio is not None), key=lambda r: r.key)
+    out: dict[str, list[VideoRecord]] = {}
+    for rec in records:
+        later = [r for r in ordered if r.key > rec.key]
+        earlier = [r for r in ordered if r.key < rec.key]
+        out[rec.key] = (later + earlier)[:tries]
+    return out
+
+
+def _donor_waveform(candidates: list[dict[str, Any]], sample_rate: int) -> np.ndarray | None:
+    """The first non-empty soundtrack among the donor candidates (None: none has one)."""
+    from workflows.protocol import open_video
+
+    for data in candidates:
+        wave = open_video(VideoRecord.from_dict(data), sample_rate).media.waveform
+        if wave.size:
+            return wave
+    return None
+
+
+def load_for_evaluation(spec: str | None, tracking_uri: str | None = None) -> LoadedModel | None:
+    """The pool's ``load``: the model of ``spec`` (None: the baseline alone)."""
+    if spec is None:
+        return None
+    return load_model(spec)
+
+
+def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, Any]:
+    """The pool's ``work``: one video, every row (audio modes and the baseline)."""
+    from avrsp.config import preset
+    from workflows.protocol import open_video, score_video
+
+    record = VideoRecord.from_dict(item["record"])
+    config = loaded.config.input if loaded is not None else preset("tiny").input
+    video = open_video(record, config.sample_rate)
+    rows: dict[str, Any] = {}
+    shares: dict[str, float] = {}
+    notes = list(video.notes)
+    common = {"group": item["group"], "seed": item["seed"]}
+    if item["baseline"]:
+        result = score_video(None, video, config, **common)
+        rows[BASELINE_LABEL] = [asdict(f) for f in result.frames]
+        counts = (result.num_frames, result.without_target)
+    if loaded is not None:
+        donor = None
+        if "shuffled" in item["audio"]:
+            donor = _donor_waveform(item["donors"], config.sample_rate)
+        for mode in item["audio"]:
+            result = score_video(
+                loaded.model,
+                video,
+                config,
+                audio=mode,
+                donor=donor,
+                batch_size=item["batch"],
+                device=item["device"],
+                **common,
+            )
+            rows[item["labels"][mode]] = [asdict(f) for f in result.frames]
+            shares[mode] = result.mean_audio_share()
+            notes += [n for n in result.notes if n not in notes]
+            counts = (result.num_frames, result.without_target)
+    return {
+        "name": f"{record.dataset}/{record.video_id}",
+        "dataset": record.dataset,
+        "video": record.video_id,
+        "group": item["group"],
+        "rows": rows,
+        "audio_share": shares,
+        "frames": counts[0],
+        "without_target": counts[1],
+        "notes": notes,
+    }
+
+
+def row_labels(
+    loaded: LoadedModel | None, spec: str | None, modes: tuple[str, ...]
+) -> dict[str, str]:
+    """Table row label per audio mode: ``"<model> (AV), audio real"``."""
+    if loaded is None:
+        return {}
+    name = str(loaded.meta.get("run_name") or Path(str(spec)).stem)
+    if not loaded.config.model.use_audio:
+        return {"real": f"{name} (V)"}
+    return {m: f"{name} (AV), audio {m}" for m in modes}
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` wrote and scored."""
+
+    table: ResultsTable
+    out: Path
+    videos: int
+    failed: list[dict[str, str]]
+    audio_share: dict[str, dict[str, float]] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def evaluate(opts: EvalOptions, *, log: Callable[[str], None] = print) -> EvalReport:
+    """``avrsp evaluate``: score ``opts.model`` (and the centre-bias baseline) on every test
+    video of ``opts.source`` by the published protocol (module docstring)."""
+    from functools import partial
+
+    from avrsp.io import write_json, write_text
+    from workflows.pool import default_actors, map_videos, run_local
+
+    out = _prepare_out(opts.out, opts.overwrite)
+    records, failed = test_records(opts.source, opts.split, opts.fold)
+    records = records[: opts.limit] if opts.limit else records
+    loaded = load_for_evaluation(opts.model) if not opts.baseline_only else None
+    modes = opts.audio
+    if loaded is not None and not loaded.config.model.use_audio and modes != ("real",):
+        log("note: a visual-only model hears nothing; --audio modes other than real are skipped")
+        modes = ("real",)
+    labels = row_labels(loaded, opts.model, modes)
+    groups = _groups(opts.source)
+    donors = _donors(records) if "shuffled" in modes else {}
+    items = [
+        {
+            "name": f"{r.dataset}/{r.video_id}",
+            "record": r.to_dict(),
+            "donors": [d.to_dict() for d in donors.get(r.key, [])],
+            "group": groups.get(r.video_id, r.dataset),
+            "audio": list(modes) if loaded is not None else [],
+            "labels": labels,
+            "baseline": True,
+            "seed": opts.seed,
+            "batch": opts.batch_size,
+            "device": opts.device,
+        }
+        for r in records
+    ]
+    spec = None if opts.baseline_only else opts.model
+    load = partial(load_for_evaluation, spec)
+    if opts.workers == 0:
+        results = run_local(lambda: loaded, score_item, items)
+    else:
+        from preprocessing.ray_runtime import init_ray
+
+        init_ray(opts.address, packages=("avrsp", "preprocessing", "workflows"))
+        actors = opts.workers or default_actors(opts.gpus_per_worker, opts.cpus_per_worker)
+        results = map_videos(
+            load,
+            score_item,
+            items,
+            actors=actors,
+            cpus_per_actor=opts.cpus_per_worker,
+            gpus_per_actor=opts.gpus_per_worker,
+        )
+    frames: dict[str, list[FrameScores]] = {}
+    shares: dict[str, dict[str, float]] = {}
+    per_video: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for k, res in enumerate(results, start=1):
+        if res["status"] != "ok":
+            failed.append({"video": res["name"], "reason": res["reason"]})
+            log(f"[{k}/{len(items)}] {res['name']}: FAILED — {res['reason']}")
+            continue
+        for label, rows in res["rows"].items():
+            scored = [FrameScores(**row) for row in rows]
+            frames.setdefault(label, []).extend(scored)
+            (mean,) = video_means(scored) or [None]
+            if mean is not None:
+                per_video.append(
+                    {
+                        "row": label,
+                        "group": res["group"],
+                        "video": res["video"],
+                        "frames": res["frames"],
+                        **mean.scores,
+                    }
+                )
+        shares[res["name"]] = res["audio_share"]
+        first = next(iter(res["rows"].values()), [])
+        cc = np.nanmean([r["scores"]["cc"] for r in first]) if first else float("nan")
+        notes = f"; {'; '.join(res['notes'])}" if res["notes"] else ""
+        log(
+            f"[{k}/{len(items)}] {res['name']}: {res['frames']} frames, CC {cc:.3f} "
+            f"({res['seconds']:.1f} s){notes}"
+        )
+    if not frames:
+        write_json(out / "failures.json", failed)
+        raise InputError(
+            f"--source {opts.source}: no video could be scored (see {out / 'failures.json'})"
+        )
+    table = _table(frames, groups, opts, loaded)
+    table.save(out / "table.md")
+    write_text(out / "table.csv", table.to_csv())
+    write_text(out / "videos.csv", _csv(per_video))
+    write_json(out / "audio_share.json", shares)
+    write_json(out / "failures.json", failed)
+    for label, rows in frames.items():
+        write_text(out / "frames" / f"{_slug(label)}.csv", _frames_csv(rows))
+    report = EvalReport(table, out, len(records) - len(failed), failed, shares)
+    if opts.tracking:
+        report.run_id = _track(opts, loaded, report)
+    log(
+        f"scored {report.videos}/{len(records)} videos in {time.perf_counter() - started:.0f} s; "
+        f"tables in {out}"
+    )
+    return report
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    """The output folder; one that holds files is refused unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"--out {out}: the folder holds files; pass --overwrite to replace them")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _table(
+    frames: dict[str, list[FrameScores]],
+    groups: Mapping[str, str],
+    opts: EvalOptions,
+    loaded: LoadedModel | None,
+) -> ResultsTable:
+    from avrsp.published import add_published_rows
+
+    seen = {f.dataset for rows in frames.values() for f in rows}
+    order = [g for g in ("relevant", "irrelevant", "silent") if g in seen] if groups else []
+    datasets = tuple(order or sorted(seen))
+    what = "model and centre-bias baseline" if loaded is not None else "centre-bias baseline"
+    table = ResultsTable(
+        datasets=datasets,
+        metrics=TABLE_METRICS,
+        title=f"{opts.source}, split {opts.split}: {what}, every frame (published protocol)",
+    )
+    for label in [BASELINE_LABEL] + [k for k in frames if k != BASELINE_LABEL]:
+        if label in frames:
+            table.add(label, summarize(frames[label]))
+    if opts.published:
+        add_published_rows(table)
+    return table
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _frames_csv(rows: list[FrameScores]) -> str:
+    return _csv(
+        [
+            {"dataset": r.dataset, "video": r.video, "fold": r.fold, "frame": r.frame, **r.scores}
+            for r in rows
+        ]
+    )
+
+
+def _track(opts: EvalOptions, loaded: LoadedModel | None, report: EvalReport) -> str | None:
+    """One MLflow run for the evaluation, linked to the model's training run."""
+    from workflows import tracking
+
+    uri = opts.mlflow_uri or tracking.default_tracking_uri()
+    meta = loaded.meta if loaded is not None else {}
+    run_id = tracking.start_linked_run(
+        uri,
+        run_name=f"evaluate {Path(str(opts.model)).stem if opts.model else 'baseline'}",
+        model_meta=meta,
+        tags={"avrsp.command": "evaluate", "avrsp.source": opts.source, "split": opts.split},
+        params={
+            "model": str(opts.model),
+            "source": opts.source,
+            "split": opts.split,
+            "audio": ",".join(opts.audio),
+            "seed": opts.seed,
+            "fold": str(opts.fold),
+        },
+    )
+    c = tracking.client(uri)
+    for row in report.table.rows:
+        for dataset, scores in row.values.items():
+            for metric, value in scores.items():
+                key = f"{_slug(dataset)}.{_slug(row.labels[0])}.{metric}"
+                c.log_metric(run_id, key[:250], value)
+    tracking.log_table(c, run_id, report.table, "evaluation")
+    shares = [
+        {"video": video, "audio": mode, "audio_share": value}
+        for video, modes in report.audio_share.items()
+        for mode, value in modes.items()
+    ]
+    if shares:
+        c.log_table(run_id, {k: [r[k] for r in shares] for k in shares[0]}, "audio_share.json")
+    for name in ("table.csv", "videos.csv", "failures.json", "audio_share.json"):
+        c.log_artifact(run_id, str(report.out / name))
+    c.set_terminated(run_id)
+    return run_id

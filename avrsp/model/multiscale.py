@@ -117,12 +117,14 @@ class MRG(nn.Module):
         super().__init__()
         self.gate = nn.Conv3d(fused_width + visual_width, fused_width, 3, padding=1)
         self.out = conv_bn_relu(fused_width, visual_width)
-        self.last_gate: torch.Tensor | None = None
 
-    def forward(self, fused: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """``fused [B, c_f, …]``, ``visual [B, c_l, t, h, w]`` → ``[B, c_l, t, h, w]``."""
+    def forward(
+        self, fused: torch.Tensor, visual: torch.Tensor, return_gate: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``fused [B, c_f, …]``, ``visual [B, c_l, t, h, w]`` → ``[B, c_l, t, h, w]``; with
+        ``return_gate`` also the gate of eq. (14), ``[B, c_f, 1, 1, 1]`` in [0, 1]."""
         f = resample(fused, visual.shape[2:])  # eq. (13)
         gate = torch.sigmoid(self.gate(torch.cat([f, visual], dim=1)))
         gate = gate.mean(dim=(2, 3, 4), keepdim=True)  # eq. (14): GAP
-        self.last_gate = gate.detach()
-        return self.out(gate * f)  # eq. (15)
+        out = self.out(gate * f)  # eq. (15)
+        return (out, gate.detach()) if return_gate else out

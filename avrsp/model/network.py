@@ -23,6 +23,11 @@ Data flow for one window (shapes at the ``paper`` preset, d = ``ModelConfig.widt
    F_av, a paired level l ≥ 1 gets X̃^l alone. X̃^0 only feeds MRG, so with
    ``use_mrg=False`` level 0 gets no MS module either (it would have no consumer).
 5. Decoder → ``[B, 224, 384]`` non-negative map of the last frame.
+
+``forward(..., return_attention=True)`` returns ``(maps, attention)`` with ``attention`` a
+dict: ``"ravf"``, one dict per RAVF block (Ret_A, Ret_V, head weights, audio share; see
+:mod:`avrsp.model.ravf`; empty for other fusions and the V variant), and ``"gates"``, the
+MRG gate of eq. (14) per gated level ``{level: [B, C]}``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from avrsp.model.decoder import SaliencyDecoder
 from avrsp.model.fusion import build_fusion
 from avrsp.model.multiscale import MRG, MS
 from avrsp.model.onednn import guard_strided_temporal_convs
+from avrsp.model.ravf import RAVF
 from avrsp.model.s3d import TAP_CHANNELS, S3DEncoder
 from avrsp.model.soundnet import OUT_CHANNELS, SoundNet8
 
@@ -124,7 +130,13 @@ class AVRSP(nn.Module):
         self.rgb_std.copy_(torch.tensor(std).reshape(3, 1, 1, 1))
         self.config = self.config.model_copy(update={"s3d_input": norm})
 
-    def forward(self, frames: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        frames: torch.Tensor,
+        audio: torch.Tensor | None = None,
+        *,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, object]]:
         if frames.ndim != 5 or frames.shape[1] != 3:
             raise InputError(f"frames must be [B, 3, T, H, W], got {tuple(frames.shape)}")
         if frames.shape[2] < MIN_FRAMES:
@@ -143,21 +155,29 @@ class AVRSP(nn.Module):
             else x[lv]
             for lv in self.levels
         }
-        fused = self._fuse(x[0], audio)
+        fused, ravf_maps = self._fuse(x[0], audio, return_attention)
+        gates: dict[int, torch.Tensor] = {}
         skips: list[torch.Tensor] = []
         for lv in range(LEVELS):
             if lv in enhanced and str(lv) in self.mrg:
-                fused = self.mrg[str(lv)](fused, enhanced[lv])
+                fused, gate = self.mrg[str(lv)](fused, enhanced[lv], return_gate=True)
+                gates[lv] = gate.flatten(1)
                 skips.append(fused if lv == 0 else enhanced[lv] + fused)
             elif lv in enhanced:  # MRG off: nothing gated, X̃^l alone
                 skips.append(fused if lv == 0 else enhanced[lv])
             else:
                 skips.append(fused if lv == 0 else x[lv])
-        return self.decoder(skips, out_size)
+        maps = self.decoder(skips, out_size)
+        if return_attention:
+            return maps, {"ravf": ravf_maps, "gates": gates}
+        return maps
 
-    def _fuse(self, x0: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
+    def _fuse(
+        self, x0: torch.Tensor, audio: torch.Tensor | None, return_attention: bool
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """F_av and, for RAVF with ``return_attention``, its per-block maps."""
         if self.fusion is None:
-            return x0
+            return x0, []
         if audio is None:
             raise InputError(
                 "this is an audio-visual model (use_audio=true): pass the audio window "
@@ -177,8 +197,13 @@ class AVRSP(nn.Module):
                 f"({exc})"
             ) from None
         audio_tokens = self.audio_proj(feats.transpose(1, 2))  # [B, L, d]
-        tokens = self.fusion(x0.flatten(2).transpose(1, 2), audio_tokens)  # [B, t·h·w, d]
-        return tokens.transpose(1, 2).reshape(b, c, t, h, w)
+        visual_tokens = x0.flatten(2).transpose(1, 2)  # [B, t·h·w, d]
+        maps: list[dict[str, torch.Tensor]] = []
+        if return_attention and isinstance(self.fusion, RAVF):
+            tokens, maps = self.fusion(visual_tokens, audio_tokens, return_attention=True)
+        else:
+            tokens = self.fusion(visual_tokens, audio_tokens)
+        return tokens.transpose(1, 2).reshape(b, c, t, h, w), maps
 
 
 def build_model(config: AVRSPConfig | ModelConfig) -> AVRSP:

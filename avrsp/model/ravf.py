@@ -19,8 +19,12 @@ each attending to the same audio tokens.
 Documented behaviour with an all-zero audio feature: the projections have no bias, so
 A_q = A_k = A_v = 0, hence Ret_A = Ret_V = 0, v2a = V_v and a2v = 0 — the block reduces to
 a per-head re-weighting of the visual values, and nothing of the (absent) audio leaks in.
-The last forward's Ret_A, Ret_V and head weights are kept on the block (``.last_ret_a`` …)
-for visualisation (paper Fig. 6).
+With ``return_attention=True`` each module also returns what it computed (paper Fig. 6):
+per block Ret_A ``[B, H, Nv, Na]``, Ret_V ``[B, H, Na, Nv]``, the head weights
+``[B, Nv, H]`` and ``audio_share`` ``[B, H]``, the part of v2a (eq. 4) that comes from the
+audio: per visual token ``‖Ret_A·A_v‖ / (‖Ret_A·A_v‖ + ‖V_v‖)``, averaged over the tokens
+(0: the fused value is the visual value alone; 1: it is all audio). Nothing is kept on the
+modules between calls.
 """
 
 from __future__ import annotations
@@ -51,31 +55,40 @@ class RelevanceCrossAttention(nn.Module):
             nn.Linear(self.dk, 1),
         )
         self.out = nn.Linear(width, width)
-        self.last_ret_a: torch.Tensor | None = None
-        self.last_ret_v: torch.Tensor | None = None
-        self.last_head_weights: torch.Tensor | None = None
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.dk).transpose(1, 2)  # [B, H, N, dk]
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """``visual [B, Nv, d]``, ``audio [B, Na, d]`` → F_av ``[B, Nv, d]``."""
+    def forward(
+        self, visual: torch.Tensor, audio: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``visual [B, Nv, d]``, ``audio [B, Na, d]`` → F_av ``[B, Nv, d]`` (and, with
+        ``return_attention``, the dict of the module docstring)."""
         vq, vk, vv = (self._split(self.proj[n](visual)) for n in ("v_q", "v_k", "v_v"))
         aq, ak, av = (self._split(self.proj[n](audio)) for n in ("a_q", "a_k", "a_v"))
         scale = 1.0 / math.sqrt(self.dk)
         ret_a = vq @ ak.transpose(-1, -2) * scale  # eq. (2)  [B, H, Nv, Na]
         ret_v = aq @ vk.transpose(-1, -2) * scale  # eq. (3)  [B, H, Na, Nv]
-        v2a = ret_a @ av + vv  # eq. (4)  [B, H, Nv, dk]
+        audio_term = ret_a @ av
+        v2a = audio_term + vv  # eq. (4)  [B, H, Nv, dk]
         a2v = ret_v @ vv + av  # eq. (5)  [B, H, Na, dk]
         a2v_pooled = a2v.mean(dim=2, keepdim=True).expand_as(v2a)
         logits = self.head_mlp(torch.cat([v2a, a2v_pooled], dim=-1)).squeeze(-1)  # [B, H, Nv]
         weights = torch.softmax(logits, dim=1)  # eq. (6), over heads
         fused = weights.unsqueeze(-1) * v2a  # eq. (7)
         b, _, nv, _ = fused.shape
-        self.last_ret_a, self.last_ret_v = ret_a.detach(), ret_v.detach()
-        self.last_head_weights = weights.detach().transpose(1, 2)  # [B, Nv, H]
-        return self.out(fused.transpose(1, 2).reshape(b, nv, self.heads * self.dk))
+        out = self.out(fused.transpose(1, 2).reshape(b, nv, self.heads * self.dk))
+        if not return_attention:
+            return out
+        a_norm, v_norm = audio_term.norm(dim=-1), vv.norm(dim=-1)  # [B, H, Nv]
+        share = (a_norm / (a_norm + v_norm).clamp_min(1e-12)).mean(dim=-1)
+        return out, {
+            "ret_a": ret_a.detach(),
+            "ret_v": ret_v.detach(),
+            "head_weights": weights.detach().transpose(1, 2),  # [B, Nv, H]
+            "audio_share": share.detach(),  # [B, H]
+        }
 
 
 class RAVFBlock(nn.Module):
@@ -90,9 +103,16 @@ class RAVFBlock(nn.Module):
         )
         self.norm2 = nn.LayerNorm(width)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(visual + self.attn(visual, audio))
-        return self.norm2(x + self.ffn(x))
+    def forward(
+        self, visual: torch.Tensor, audio: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        attended = self.attn(visual, audio, return_attention)
+        maps = None
+        if return_attention:
+            attended, maps = attended
+        x = self.norm1(visual + attended)
+        x = self.norm2(x + self.ffn(x))
+        return (x, maps) if return_attention else x
 
 
 class RAVF(nn.Module):
@@ -102,24 +122,15 @@ class RAVF(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(RAVFBlock(width, heads, ffn_mult) for _ in range(blocks))
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            visual = block(visual, audio)
-        return visual
-
-    def retention_maps(self) -> list[dict[str, torch.Tensor]]:
-        """Ret_A ``[B, H, Nv, Na]``, Ret_V ``[B, H, Na, Nv]`` and head weights of the last
-        forward, one dict per block (paper Fig. 6)."""
+    def forward(
+        self, visual: torch.Tensor, audio: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """With ``return_attention``: also one dict per block (module docstring)."""
         maps = []
         for block in self.blocks:
-            attn = block.attn
-            if attn.last_ret_a is None:
-                raise RuntimeError("retention_maps() needs a forward pass first")
-            maps.append(
-                {
-                    "ret_a": attn.last_ret_a,
-                    "ret_v": attn.last_ret_v,
-                    "head_weights": attn.last_head_weights,
-                }
-            )
-        return maps
+            if return_attention:
+                visual, block_maps = block(visual, audio, True)
+                maps.append(block_maps)
+            else:
+                visual = block(visual, audio)
+        return (visual, maps) if return_attention else visual

@@ -1,0 +1,96 @@
+"""``avrsp evaluate``: the published protocol on every frame of a source's test videos
+(docs/EVALUATION.md). Parses arguments and calls :func:`workflows.evaluate.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from workflows.protocol import AUDIO_MODES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a model (and the centre-bias baseline) by the published protocol",
+        description="Every frame of every test video of SOURCE through the sliding window "
+        "(step 1, reversed first windows), maps scored at the ground truth's native "
+        "resolution with SIM, CC, NSS, AUC-J (and KLD, AUC-B), means per video then per "
+        "dataset (over folds where a dataset has them). Writes table.md/.csv, videos.csv, "
+        "per-frame CSVs under frames/, failures.json and an MLflow run.",
+    )
+    p.add_argument("--model", help="model.pt (file or run folder), runs:/ID/PATH or models:/NAME/V")
+    p.add_argument("--source", required=True, help="KIND:PATH, e.g. stavis:/data/stavis")
+    p.add_argument("--split", default="test", help="split to score (default test; cv: all folds)")
+    p.add_argument("--fold", type=int, help="k-fold datasets: only the test videos of fold K")
+    p.add_argument(
+        "--audio",
+        nargs="+",
+        default=["real"],
+        choices=AUDIO_MODES,
+        help="what an AV model hears; several values give one table row each (default real)",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("centre",),
+        help="score the centre-bias baseline alone (no --model needed)",
+    )
+    p.add_argument(
+        "--published", action="store_true", help="add the paper's quoted rows (Tables I–II)"
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace files in --out")
+    p.add_argument("--workers", type=int, help="model replicas (0: in this process, no Ray)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu, cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random metrics (AUC-B)")
+    p.add_argument("--limit", type=int, help="score only the first N videos")
+    p.add_argument("--mlflow-uri", help="tracking URI (default MLFLOW_TRACKING_URI or SQLite)")
+    p.add_argument("--no-mlflow", action="store_true", help="write files only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from workflows.evaluate import EvalOptions, evaluate
+
+    device = args.device
+    gpus = args.gpus_per_worker
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not gpus and args.workers != 0:
+        gpus = 1.0
+    opts = EvalOptions(
+        source=args.source,
+        model=args.model,
+        split=args.split,
+        fold=args.fold,
+        audio=tuple(args.audio),
+        baseline_only=args.baseline == "centre",
+        published=args.published,
+        out=args.out,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        gpus_per_worker=gpus,
+        cpus_per_worker=args.cpus_per_worker,
+        address=args.address,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        limit=args.limit,
+        mlflow_uri=args.mlflow_uri,
+        tracking=not args.no_mlflow,
+    )
+    report = evaluate(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(report.table.to_markdown())
+    if report.run_id:
+        print(f"\nMLflow run {report.run_id}", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} videos failed: {report.out / 'failures.json'}", file=sys.stderr)
+        return 1
+    return 0
