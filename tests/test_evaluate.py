@@ -27,7 +27,7 @@ from workflows.evaluate import EvalOptions, evaluate, evaluate_windows
 from workflows.export import LoadedModel, export_model
 from workflows.protocol import centre_bias_map, open_video, score_video, soundtrack
 
-# 8 clips of 3.2 s; the second condition cycle (clips 4–7: relevant, relevant, irrelevant,
+# 8 clips of 3.2 s; the second condition cycle (clips 4–7: relevant, irrelevant, relevant,
 # silent) is the test split.
 SETTINGS = SynthSettings(videos=8, seed=11, seconds=3.2, test_fraction=0.5)
 
@@ -153,7 +153,7 @@ def test_audio_rows_and_mlflow_run(synth: Path, av_model: Path, tmp_path: Path) 
         "tiny-test (AV), audio real",
         "tiny-test (AV), audio none",
     ]
-    assert report.table.datasets == ("relevant",)  # the first two clips are relevant
+    assert report.table.datasets == ("relevant", "irrelevant")  # clips 4 and 5
     for modes in report.audio_share.values():
         assert set(modes) == {"real", "none"} and all(0 <= v <= 1 for v in modes.values())
     frames = list(

@@ -94,8 +94,13 @@ def test_run_is_created_once_and_resumed(uri: str, tmp_path: Path) -> None:
     ]
     assert "val_cc" not in run.data.metrics  # NaN is not logged
     assert logger.logged_steps("val_loss") == {0, 1}
-    paths = {a.path for d in ("val_grid", "model") for a in client.list_artifacts(run_id, d)}
-    assert paths == {"val_grid/epoch_0001.png", "model/model.txt"}
+    assert {a.path for a in client.list_artifacts(run_id, "model")} == {"model/model.txt"}
+    # The grid is an image at its epoch's step (the run page's image viewer), PNG + preview.
+    images = sorted(a.path for a in client.list_artifacts(run_id, "images"))
+    assert [p.split("+")[:3] for p in images] == [["images/val_grid", "step", "1"]] * 2
+    assert [p.rsplit(".", 1)[1] for p in images] == ["webp", "png"]
+    assert run.data.tags["mlflow.loggedImages"] == "True"
+    assert not client.list_artifacts(run_id, "val_grid")  # no plain files any more
     # Artifacts of a SQLite store live beside the database, not in the working folder.
     db_dir = Path(uri.removeprefix("sqlite:///")).parent
     assert run.info.artifact_uri.startswith((db_dir / "mlartifacts").as_uri())
@@ -135,3 +140,71 @@ def test_jobs_started_together_share_a_new_sqlite_store(tmp_path: Path) -> None:
         p.join(timeout=60)
     assert [r[0] for r in results] == ["ok"] * 3, results
     assert len({r[1] for r in results}) == 1  # one experiment, not three
+
+
+def test_project_experiments_open_in_the_training_view(uri: str) -> None:
+    """The MLflow 3 UI shows an experiment as model training only with this tag."""
+    c = tracking.client(uri)
+    exp = c.get_experiment(tracking.experiment_id(uri, "kind-new"))
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    old = c.create_experiment("kind-old")  # made before the tag existed
+    assert tracking.experiment_id(uri, "kind-old") == old
+    assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    other = c.create_experiment("kind-genai", tags={"mlflow.experimentKind": "genai_development"})
+    tracking.experiment_id(uri, "kind-genai")
+    assert c.get_experiment(other).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_results_table_round_trips_through_the_run(uri: str, tmp_path: Path) -> None:
+    import json
+
+    from avrsp.errors import InputError
+    from avrsp.tables import ResultsTable
+
+    table = ResultsTable(("DIEM", "AVAD"), title="toy")
+    table.add("AVRSP (AV)", {"DIEM": {"cc": 0.6123456789, "nss": 2.5, "sim": 0.45,
+                                      "auc_judd": 0.9}, "AVAD": {"cc": 0.7}})  # fmt: skip
+    table.add("V only", {"DIEM": {"cc": 0.5, "nss": float("nan")}})
+    c = tracking.client(uri)
+    run_id = c.create_run(tracking.experiment_id(uri, "tables"), run_name="eval").info.run_id
+    tracking.log_table(uri, run_id, table, "results")
+    files = {a.path for a in c.list_artifacts(run_id, "tables")}
+    assert files == {"tables/results.json", "tables/results.md", "tables/results.csv"}
+    got = Path(c.download_artifacts(run_id, "tables", str(tmp_path)))
+    # The table artifact (pandas "split" JSON): label column, then "DATASET METRIC".
+    data = json.loads((got / "results.json").read_text())
+    assert data["columns"][:3] == ["Method", "DIEM SIM", "DIEM CC"]
+    assert len(data["columns"]) == 1 + 2 * 4
+    rows = [dict(zip(data["columns"], r, strict=True)) for r in data["data"]]
+    assert rows[0]["Method"] == "AVRSP (AV)" and rows[0]["DIEM CC"] == 0.6123456789
+    assert rows[0]["AVAD CC"] == 0.7 and rows[0]["AVAD SIM"] is None
+    assert rows[1]["DIEM NSS"] is None  # NaN: missing, not a number
+    assert (got / "results.md").read_text() == table.to_markdown()
+    back = ResultsTable.from_csv((got / "results.csv").read_text())
+    assert back.to_dict() == {**table.to_dict(), "title": ""}  # CSV has no title
+    # MLflow would append the rows to an existing table file: refused instead.
+    with pytest.raises(InputError, match=r"already has table 'results'"):
+        tracking.log_table(c, run_id, table, "results")
+    with pytest.raises(InputError, match=r"table name 'a/b'"):
+        tracking.log_table(c, run_id, table, "a/b")
+
+
+def test_linked_run_of_a_model_from_another_store(uri: str) -> None:
+    meta = {"mlflow_run_id": "feedbeef", "run_name": "elsewhere", "tracking_uri": "http://x"}
+    run_id = tracking.start_linked_run(
+        uri, run_name="eval", model_meta=meta, tags={"a": "b"}, params={"seed": 0, "fold": None}
+    )
+    run = tracking.client(uri).get_run(run_id)
+    tags = run.data.tags
+    assert run.data.params == {"seed": "0", "fold": "null"}
+    assert tags["avrsp.model_run_id"] == "feedbeef" and tags["a"] == "b"
+    assert "`feedbeef` (elsewhere) of http://x" in tags["mlflow.note.content"]
+    assert "mlflow.parentRunId" not in tags and "avrsp.model_id" not in tags
+    exp = tracking.client(uri).get_experiment(run.info.experiment_id)
+    assert exp.name == "avrsp" and exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # No training run at all (a baseline): no link tags, a note saying so.
+    alone = tracking.client(uri).get_run(
+        tracking.start_linked_run(uri, run_name="baseline", model_meta={})
+    )
+    assert "avrsp.model_run_id" not in alone.data.tags
+    assert "without an MLflow training run" in alone.data.tags["mlflow.note.content"]

@@ -415,7 +415,7 @@ def stage1(ray_session, shards: Path, mlflow_uri: str, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_local_run_checkpoints_exports_and_tracks(stage1) -> None:
+def test_local_run_checkpoints_exports_and_tracks(stage1, monkeypatch, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     cfg, result = stage1
@@ -454,13 +454,19 @@ def test_local_run_checkpoints_exports_and_tracks(stage1) -> None:
         [h["val_loss"] for h in result.history]
     )
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
-    files = {
-        a.path
-        for folder in ("val_grid", "model", "config")
-        for a in client.list_artifacts(result.mlflow_run_id, folder)
-    }
-    assert {"val_grid/epoch_0000.png", "val_grid/epoch_0001.png", "model/model.pt"} <= files
-    assert "config/train_config.json" in files
+    files = {a.path for a in client.list_artifacts(result.mlflow_run_id, "config")}
+    assert files == {"config/train_config.json"}
+    images = [a.path for a in client.list_artifacts(result.mlflow_run_id, "images")]
+    assert sorted({p.split("+")[2] for p in images if p.endswith(".png")}) == ["0", "1"]
+    # The exported model is the run's MLflow model, registered under the run name, and
+    # loads back from the registry with the same weights.
+    assert result.registered_model == "models:/stage1/1" == tags["registered_model"]
+    assert tags["model_uri"] == result.model_uri
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the download cache
+    again = load_model(result.registered_model, tracking_uri=result.tracking_uri)
+    assert again.path.read_bytes() == result.model_path.read_bytes()
+    logged = client.get_logged_model(result.model_uri.removeprefix("models:/"))
+    assert logged.tags["avrsp.format"] == "pt2" and logged.source_run_id == run.info.run_id
 
 
 @pytest.mark.slow
@@ -585,7 +591,7 @@ def test_same_seed_same_model(ray_session, shards: Path, mlflow_uri: str, tmp_pa
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         cfg = fast_config(
             shards, tmp_path, mlflow_uri, run_name=name, seed=seed, epochs=1,
-            max_steps_per_epoch=3, flip_prob=0.5, grid_windows=0,
+            max_steps_per_epoch=3, flip_prob=0.5, grid_windows=0, mlflow_model_format="pickle",
         )  # fmt: skip
         models[name] = load_model(train(cfg).model_path).model.state_dict()
     assert all(torch.equal(models["a"][k], models["b"][k]) for k in models["a"])

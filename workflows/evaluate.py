@@ -257,7 +257,7 @@ def row_labels(
     """Table row label per audio mode: ``"<model> (AV), audio real"``."""
     if loaded is None:
         return {}
-    name = str(loaded.meta.get("run_name") or Path(str(spec)).stem)
+    name = str(loaded.meta.get("run_name") or _model_name(str(spec)))
     if not loaded.config.model.use_audio:
         return {"real": f"{name} (V)"}
     return {m: f"{name} (AV), audio {m}" for m in modes}
@@ -416,6 +416,14 @@ def _table(
     return table
 
 
+def _model_name(spec: str) -> str:
+    """A short name for a model spec: the URI as given, a file's run folder or stem."""
+    if "://" in spec or spec.startswith(("runs:/", "models:/")):
+        return spec
+    path = Path(spec)
+    return path.parent.name if path.name == "model.pt" else path.stem
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
 
@@ -448,7 +456,7 @@ def _track(opts: EvalOptions, loaded: LoadedModel | None, report: EvalReport) ->
     meta = loaded.meta if loaded is not None else {}
     run_id = tracking.start_linked_run(
         uri,
-        run_name=f"evaluate {Path(str(opts.model)).stem if opts.model else 'baseline'}",
+        run_name=f"evaluate {_model_name(opts.model) if opts.model else 'baseline'}",
         model_meta=meta,
         tags={"avrsp.command": "evaluate", "avrsp.source": opts.source, "split": opts.split},
         params={

@@ -10,7 +10,10 @@ pickle of code)::
      "meta": {"run_name": ..., "mlflow_run_id": ..., "stage": ..., "epoch": ..., ...}}
 
 and a human-readable copy of the config beside it (``model.config.json``). Only
-:func:`load_model` needs to read the ``.pt`` file.
+:func:`load_model` needs to read the ``.pt`` file. It also takes the MLflow URIs of a logged
+model (``runs:/RUN_ID/model``, ``models:/NAME/VERSION``): :func:`workflows.models.resolve_model`
+downloads the logged model, which carries this same ``model.pt``, and the file is read the
+same way — never by unpickling MLflow's copy of the network.
 
 Stage 2 (paper §IV-B) starts from stage 1: :func:`load_stage1_weights` copies every tensor
 of a stage-1 model into the stage-2 network — strictly: each stage-1 tensor must land on a
@@ -147,6 +150,7 @@ class LoadedModel:
     config: AVRSPConfig
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    source: str = ""  # what the caller named: a path, runs:/… or models:/…
 
 
 def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -161,16 +165,27 @@ def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     return lines
 
 
-def load_model(path: str | Path, config: AVRSPConfig | None = None) -> LoadedModel:
+def load_model(
+    path: str | Path, config: AVRSPConfig | None = None, *, tracking_uri: str | None = None
+) -> LoadedModel:
     """Read an exported model (or a training checkpoint) with ``weights_only=True``.
 
-    ``config``: the config the caller means to run; when given and different from the
-    stored one in any input/model field, a :class:`ConfigError` lists every difference
-    (loss weights do not matter for inference and are not compared). A state dict that
-    does not fit the network its own config builds raises :class:`WeightsError`.
+    ``path``: a ``.pt`` file, a folder holding ``model.pt`` / ``checkpoint.pt``, or an MLflow
+    URI (``runs:/RUN_ID/model``, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
+    ``models:/NAME/latest``) read from ``tracking_uri`` through
+    :func:`workflows.models.resolve_model`. ``config``: the config the caller means to run;
+    when given and different from the stored one in any input/model field, a
+    :class:`ConfigError` lists every difference (loss weights do not matter for inference
+    and are not compared). A state dict that does not fit the network its own config builds
+    raises :class:`WeightsError`.
     """
     from avrsp.model import build_model
 
+    source = str(path)
+    if source.startswith(("runs:/", "models:/")):
+        from workflows.models import resolve_model
+
+        path = resolve_model(source, tracking_uri=tracking_uri)
     data = _read(Path(path))
     stored = _config_of(data)
     if config is not None:
@@ -198,7 +213,9 @@ def load_model(path: str | Path, config: AVRSPConfig | None = None) -> LoadedMod
     model.load_state_dict(data["state_dict"], strict=True)
     model.eval()
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    return LoadedModel(model=model, config=stored, meta=dict(meta), path=data["path"])
+    return LoadedModel(
+        model=model, config=stored, meta=dict(meta), path=data["path"], source=source
+    )
 
 
 @dataclass

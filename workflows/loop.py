@@ -111,6 +111,17 @@ class TrainConfig(BaseModel):
     storage_path: Path = Field(Path("runs"), description="runs live in STORAGE/RUN_NAME")
     mlflow_uri: str | None = Field(None, description="default MLFLOW_TRACKING_URI or SQLite")
     experiment: str = "avrsp"
+    register_as: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="registered model name of the logged model (default: run_name); "
+        "'' logs the MLflow model without registering it",
+    )
+    mlflow_model_format: Literal["pt2", "pickle"] = Field(
+        "pt2",
+        description="MLflow's copy of the network: a torch.export program (pt2) or a pickle; "
+        "our weights-only model.pt is inside either way",
+    )
     system_metrics: bool = True
     system_metrics_interval_s: float = Field(10.0, gt=0)
     grid_windows: int = Field(4, ge=0, description="validation windows drawn every epoch")
@@ -129,6 +140,11 @@ class TrainConfig(BaseModel):
         if self.stage == 2 and self.init_from is None:
             raise ValueError("init_from: stage 2 starts from a stage-1 model; name its model.pt")
         return self
+
+    @property
+    def registered_name(self) -> str:
+        """The registry name the finished run's model gets (``""``: not registered)."""
+        return self.run_name if self.register_as is None else self.register_as
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:

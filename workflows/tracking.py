@@ -1,11 +1,20 @@
-"""MLflow tracking for training runs (docs/TRAINING.md).
+"""MLflow tracking for training and evaluation runs (docs/TRAINING.md).
 
 One MLflow run per training job. The driver creates it (or finds it again when the same
 run is resumed: its id is kept in ``RUN_DIR/mlflow_run.json``) and logs every config value
 as a parameter with flattened dotted keys (``network.model.width``) and the tags
 ``dataset``, ``stage``, ``preset``, ``git_commit``, ``parent_run``. Rank 0 of the Ray Train
-workers logs the per-epoch metrics, system metrics and a PNG grid per epoch through
-:class:`EpochLogger`; the driver logs the config and the final model at the end.
+workers logs the per-epoch metrics, system metrics and the validation grid per epoch
+(``log_image`` with ``step=epoch``: the run page's image viewer with a step slider) through
+:class:`EpochLogger`; the driver logs the config and the final model at the end (the
+MLflow model and its registry version: :mod:`workflows.models`).
+
+Made for the MLflow UI: the experiments this project creates carry the tag
+``mlflow.experimentKind=custom_model_development``, so the UI opens them in its model
+training view (untagged, MLflow 3.17 shows training runs as GenAI "evaluation runs").
+:func:`start_linked_run` opens an evaluation run that names the training run of the model
+it scores (tags and a note with a link) and lists the logged model as its input;
+:func:`log_table` puts a results table on a run page (a table artifact, Markdown, CSV).
 
 Store: ``MLFLOW_TRACKING_URI`` when set, else a SQLite file in the project folder
 (``sqlite:///<cwd>/mlflow.db``, artifacts in ``<cwd>/mlartifacts``). Browse it with
@@ -19,15 +28,31 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from avrsp.errors import InputError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from avrsp.tables import ResultsTable
+
 DEFAULT_EXPERIMENT = "avrsp"
 RUN_FILE = "mlflow_run.json"
-GRID_DIR = "val_grid"
+#: Image key of the per-epoch validation grid (``mlflow.log_image(key=..., step=epoch)``).
+GRID_KEY = "val_grid"
+#: The experiment tag the MLflow 3 UI reads to open an experiment in its training view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: Tag of an evaluation run: the MLflow run that trained the model it scores.
+MODEL_RUN_TAG = "avrsp.model_run_id"
+NOTE_TAG = "mlflow.note.content"
+TABLE_DIR = "tables"
 
 
 def default_tracking_uri(project: str | Path | None = None) -> str:
@@ -104,7 +129,8 @@ def _sqlite_lock(uri: str) -> Any:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def client(uri: str) -> Any:
+def client(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` of store ``uri``, the SQLite schema created or migrated locked."""
     from mlflow.tracking import MlflowClient
 
     with _sqlite_lock(uri):
@@ -114,13 +140,24 @@ def client(uri: str) -> Any:
 
 
 def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT) -> str:
-    """The id of experiment ``name``, created (with its artifact folder) when new."""
+    """The id of experiment ``name``, created (with its artifact folder) when new.
+
+    Tagged ``mlflow.experimentKind=custom_model_development`` when created, and when found
+    without that tag (experiments made before the tag existed); a kind set by someone
+    else is left alone.
+    """
     c = client(uri)
     with _sqlite_lock(uri):
         exp = c.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return c.create_experiment(name, artifact_location=_artifact_root(uri))
+        if exp is None:
+            return c.create_experiment(
+                name,
+                artifact_location=_artifact_root(uri),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
 
 
 def start_or_resume_run(
@@ -228,13 +265,9 @@ class EpochLogger:
         self.client.log_batch(self.run_id, metrics=items)
 
     def log_grid(self, image: np.ndarray, epoch: int) -> None:
-        """The epoch's grid as ``val_grid/epoch_0003.png``."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"epoch_{epoch:04d}.png"
-            path.write_bytes(png_bytes(image))
-            self.client.log_artifact(self.run_id, str(path), GRID_DIR)
+        """The epoch's grid as image ``val_grid`` at step ``epoch`` (the run page's image
+        viewer; the files are ``images/val_grid+step+EPOCH+…png``, plus a WebP preview)."""
+        self.client.log_image(self.run_id, np.asarray(image, np.uint8), key=GRID_KEY, step=epoch)
 
     def close(self) -> None:
         if self._monitor is not None:
@@ -258,3 +291,116 @@ def finish_run(
     for key, value in (tags or {}).items():
         c.set_tag(run_id, key, value)
     c.set_terminated(run_id, status=status)
+
+
+# =========================================================================== evaluation runs
+
+
+def _client_of(client_or_uri: str | MlflowClient) -> MlflowClient:
+    return client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
+
+
+def table_columns(table: ResultsTable) -> dict[str, list[Any]]:
+    """``{column: values}`` of a results table for ``mlflow.log_table``: the label columns,
+    then one column per dataset and metric (``"DIEM CC"``), full precision, None if missing."""
+    from avrsp.tables import metric_label
+
+    columns: dict[str, list[Any]] = {
+        label: [row.labels[k] for row in table.rows] for k, label in enumerate(table.label_columns)
+    }
+    for dataset in table.datasets:
+        for metric in table.metrics:
+            columns[f"{dataset} {metric_label(metric)}"] = [
+                row.get(dataset, metric) for row in table.rows
+            ]
+    return columns
+
+
+def log_table(
+    client_or_uri: str | MlflowClient, run_id: str, table: ResultsTable, name: str
+) -> None:
+    """Show ``table`` on run ``run_id``'s page: ``tables/NAME.json`` (``log_table``, the
+    artifact viewer's table), ``tables/NAME.md`` (Markdown, the paper's rounding) and
+    ``tables/NAME.csv`` (full precision; ``ResultsTable.from_csv`` reads it back).
+
+    MLflow appends rows to a table file that exists, so a name already logged in the run
+    is refused (:class:`InputError`) rather than silently doubled.
+    """
+    import pandas as pd
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name.startswith("."):
+        raise InputError(f"table name {name!r}: use letters, digits, '.', '_' and '-'")
+    c = _client_of(client_or_uri)
+    stem = f"{TABLE_DIR}/{name}"
+    if any(a.path == f"{stem}.json" for a in c.list_artifacts(run_id, TABLE_DIR)):
+        raise InputError(f"MLflow run {run_id} already has table {name!r} ({stem}.json)")
+    c.log_table(run_id, pd.DataFrame(table_columns(table)), artifact_file=f"{stem}.json")
+    c.log_text(run_id, table.to_markdown(), f"{stem}.md")
+    c.log_text(run_id, table.to_csv(rounded=False), f"{stem}.csv")
+
+
+def _training_run(c: MlflowClient, run_id: str) -> Any | None:
+    if not run_id:
+        return None
+    try:
+        return c.get_run(run_id)
+    except Exception:  # not in this store (trained against another one), or deleted
+        return None
+
+
+def start_linked_run(
+    uri: str,
+    *,
+    run_name: str,
+    model_meta: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    experiment: str | None = None,
+) -> str:
+    """A new RUNNING run for evaluating a model, linked to the run that trained it.
+
+    ``model_meta``: the exported model's metadata (``LoadedModel.meta``); its
+    ``mlflow_run_id`` becomes the tag ``avrsp.model_run_id`` and the run's note (the
+    description on its page) says which run trained the model, with a link when that run is
+    in this store. There, the logged model made from the same checkpoint (see
+    :func:`workflows.models.log_mlflow_model`) is also logged as the run's input model, so
+    the model's page lists the evaluation. ``mlflow.parentRunId`` is not set: the UI would
+    nest the evaluation under the training run as if it were one of its steps.
+    ``params``: the run's parameters (text as :func:`flatten` writes it). ``experiment``:
+    default the training run's experiment (else ``avrsp``). Returns the run id.
+    """
+    from mlflow.entities import LoggedModelInput, Param
+
+    c = client(uri)
+    trained_by = str(model_meta.get("mlflow_run_id") or "")
+    train_run = _training_run(c, trained_by)
+    if experiment is None and train_run is not None:
+        exp_id = train_run.info.experiment_id
+    else:
+        exp_id = experiment_id(uri, experiment or DEFAULT_EXPERIMENT)
+    name = str(model_meta.get("run_name") or (train_run.info.run_name if train_run else ""))
+    model_id = None
+    if train_run is not None:
+        from workflows.models import find_logged_model
+
+        checkpoint = str(model_meta.get("checkpoint") or "")
+        found = find_logged_model(c, trained_by, checkpoint) if checkpoint else None
+        model_id = found.model_id if found is not None else None
+        page = f"#/experiments/{train_run.info.experiment_id}/runs/{trained_by}"
+        link = f"[{name or trained_by}]({page})"
+        note = f"Evaluation of the model trained in run {link}"
+        note += f" (logged model `{model_id}`)." if model_id else "."
+    elif trained_by:
+        where = model_meta.get("tracking_uri") or "another store"
+        note = f"Evaluation of the model trained in run `{trained_by}` ({name}) of {where}."
+    else:
+        note = "Evaluation without an MLflow training run (a model file without one, or none)."
+    links = {MODEL_RUN_TAG: trained_by, "avrsp.model_run_name": name, "avrsp.model_id": model_id}
+    all_tags = {**(tags or {}), **{k: v for k, v in links.items() if v}, NOTE_TAG: note}
+    run = c.create_run(exp_id, run_name=run_name, tags=all_tags)
+    items = [Param(k, v[:6000]) for k, v in sorted(flatten(params or {}).items())]
+    for start in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+        c.log_batch(run.info.run_id, params=items[start : start + 100])
+    if model_id:
+        c.log_inputs(run.info.run_id, models=[LoggedModelInput(model_id)])
+    return run.info.run_id

@@ -11,8 +11,10 @@ more than one worker), ``ray.train.get_checkpoint()`` to resume, and
 rank 0. ``CheckpointConfig`` keeps the ``num_to_keep`` best by ``val_loss`` and the latest;
 ``FailureConfig`` restarts a failed worker group, which resumes from the latest checkpoint,
 as a re-run with the same ``run_name`` and ``storage_path`` does. The best checkpoint
-becomes ``RUN_DIR/model.pt`` (:func:`workflows.export.export_model`). ``num_workers = 0``
-runs the loop in this process (Ray Train's local mode, see :class:`LocalModeCheckpoints`).
+becomes ``RUN_DIR/model.pt`` (:func:`workflows.export.export_model`), which the driver logs
+as the run's MLflow model and registers (:func:`workflows.models.log_mlflow_model`).
+``num_workers = 0`` runs the loop in this process (Ray Train's local mode, see
+:class:`LocalModeCheckpoints`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class TrainResult:
     tracking_uri: str
     resumed: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str = ""  # the logged MLflow model, models:/m-…
+    registered_model: str = ""  # models:/NAME/VERSION, "" when not registered
 
 
 class LocalModeCheckpoints:
@@ -239,6 +243,7 @@ def train(
 
     from workflows import tracking
     from workflows.data import check_shards, datasets_of, segment_dataset
+    from workflows.models import log_mlflow_model
 
     paths = {
         k: Path(v).resolve()
@@ -315,9 +320,25 @@ def train(
     meta = {"run_name": cfg.run_name, "mlflow_run_id": run_id, "tracking_uri": uri,
             "parent_run": parent.get("mlflow_run_id", "")}  # fmt: skip
     model_path, best_metrics = loop.export_best(cfg, best, meta)
-    files = [("model", model_path), ("model", model_path.with_suffix(".config.json")),
-             ("config", run_dir / loop.TRAIN_CONFIG_FILE)]  # fmt: skip
-    tags = {"best_epoch": str(best_metrics["epoch"]), "model_path": str(model_path)}
+    try:
+        logged = log_mlflow_model(
+            uri,
+            run_id,
+            model_path,
+            registered_name=cfg.registered_name,
+            serialization_format=cfg.mlflow_model_format,
+            step=int(best_metrics["epoch"]),
+        )
+    except Exception as exc:
+        tracking.finish_run(uri, run_id, status="FAILED")
+        raise AVRSPError(
+            f"training run {cfg.run_name!r}: {model_path} is written, but logging it as an "
+            f"MLflow model to {uri} failed ({type(exc).__name__}: {exc}); re-running the same "
+            "command retries (the training is not repeated)"
+        ) from exc
+    files = [("config", run_dir / loop.TRAIN_CONFIG_FILE)]
+    tags = {"best_epoch": str(best_metrics["epoch"]), "model_path": str(model_path),
+            "model_uri": logged.model_uri, "registered_model": logged.registered_uri}  # fmt: skip
     tracking.finish_run(uri, run_id, status="FINISHED", files=files, tags=tags)
     return TrainResult(
         run_name=cfg.run_name,
@@ -331,4 +352,6 @@ def train(
         tracking_uri=uri,
         resumed=resumed,
         metrics=history[-1] if history else {},
+        model_uri=logged.model_uri,
+        registered_model=logged.registered_uri,
     )

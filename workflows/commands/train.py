@@ -117,4 +117,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"model: {result.model_path}")
     print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
+    if result.registered_model:
+        print(f"registered model: {result.registered_model} (--model for evaluate / predict)")
     return 0
