@@ -64,13 +64,14 @@ from torch import nn
 
 from avrsp.audio import audio_window, buffer_span
 from avrsp.config import InputConfig
-from avrsp.errors import AVRSPError, InputError
+from avrsp.errors import AVRSPError, ConfigError, InputError
 
 __all__ = [
     "Relevance",
     "max_frames_held",
     "predict_video",
     "relevance_of",
+    "resolve_device",
     "window_audio",
     "window_indices",
 ]
@@ -342,6 +343,18 @@ def frames_to_input(
     inference all call it)."""
     x = torch.as_tensor(frames).to(device, non_blocking=True)
     return x.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def resolve_device(name: str) -> str:
+    """``--device``: ``auto`` → ``cuda`` where PyTorch sees a GPU, else ``cpu``; ``cuda``
+    without one is a :class:`~avrsp.errors.ConfigError`."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: PyTorch sees no CUDA device on this machine")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return name
 
 
 def autocast(device: torch.device | str) -> contextlib.AbstractContextManager[object]:

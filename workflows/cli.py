@@ -18,9 +18,12 @@ COMMAND_MODULES = (
     "workflows.commands.demo",
     "workflows.commands.synth",
     "workflows.commands.train",
+    "workflows.commands.evaluate",
+    "workflows.commands.predict",
+    "workflows.commands.tune",
 )
 #: Commands that run Ray or MLflow: their logs go to a file unless --verbose (workflows/logs.py).
-FRAMEWORK_COMMANDS = ("demo", "preprocess", "train")
+FRAMEWORK_COMMANDS = ("demo", "preprocess", "train", "evaluate", "predict", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

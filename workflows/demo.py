@@ -7,7 +7,9 @@
 4. both models scored on the held-out clips per condition (relevant / irrelevant /
    silent) and the table printed — on *relevant* clips only the AV model can know which
    object the observers look at;
-5. how to open the runs in the MLflow UI.
+5. ``avrsp predict`` on one held-out relevant clip with each model: the overlay videos
+   (and the AV model's relevance plot) a newcomer can open (docs/PREDICT.md);
+6. how to open the runs in the MLflow UI.
 
 Every step is resumable: re-running the demo skips the finished ones (the dataset, the
 shards, the trained runs).
@@ -84,6 +86,36 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     return any(d.name.endswith(f"{epochs - 1:04d}") for d in checkpoint_dirs(run_dir))
 
 
+def predict_examples(
+    out: Path, synth: Path, manifest: dict[str, Any], models: dict[str, Path]
+) -> dict[str, Path]:
+    """``avrsp predict`` of the first held-out *relevant* clip with each model, into
+    ``out/predict/<run>/<clip>/``; returns each model's output folder (one predicted after
+    its model was trained is kept). No clip of that kind: nothing."""
+    from workflows.export import load_model
+    from workflows.predict import PredictOptions, predict_one
+
+    held_out = [
+        c for c in manifest["clips"] if c["condition"] == "relevant" and c["split"] == "test"
+    ]
+    if not held_out:
+        _say("no held-out relevant clip: nothing to predict")
+        return {}
+    clip = min(held_out, key=lambda c: c["clip"])
+    folders: dict[str, Path] = {}
+    for label, model_path in models.items():
+        dest = out / "predict" / model_path.parent.name
+        folder = dest / clip["clip"]
+        done = folder / "summary.json"
+        if not done.is_file() or done.stat().st_mtime < model_path.stat().st_mtime:
+            options = PredictOptions(device="cpu", overwrite=True)
+            predict_one(
+                load_model(model_path), synth / clip["video"], dest, options, name=clip["clip"]
+            )
+        folders[label] = folder
+    return folders
+
+
 def mlflow_uri(out: Path) -> str:
     return f"sqlite:///{(out / 'mlflow.db').resolve()}"
 
@@ -113,25 +145,25 @@ def run_demo(
     if (synth / "synthetic.json").is_file():
         _say(f"synthetic dataset: found at {synth}")
     else:
-        _say(f"1/5 writing the synthetic dataset ({clips} clips) to {synth}")
+        _say(f"1/6 writing the synthetic dataset ({clips} clips) to {synth}")
         settings = SynthSettings(videos=clips, seed=0, seconds=seconds)
         write_dataset(synth, settings, workers=os.cpu_count() or 1)
     manifest = read_manifest(synth)
     conditions = {c["clip"]: c["condition"] for c in manifest["clips"]}
 
-    _say(f"2/5 preprocessing with Ray Data → {shards}")
+    _say(f"2/6 preprocessing with Ray Data → {shards}")
     options = SegmentOptions.from_config(cfg, stride=DEMO_STRIDE)
     report = preprocess(f"synthetic:{synth}", shards, config=cfg, options=options, log=_say)
     if report.failed:
         _say(f"warning: {report.failed} videos failed, see {shards / 'failures.json'}")
 
-    _say("3/5 training (Ray Train, in-process; progress per epoch below)")
+    _say("3/6 training (Ray Train, in-process; progress per epoch below)")
     models = {
         "AVRSP-tiny (V)": _train_variant(out, shards, False, epochs, steps),
         "AVRSP-tiny (AV)": _train_variant(out, shards, True, epochs, steps),
     }
 
-    _say("4/5 scoring both models on the held-out clips, per condition")
+    _say("4/6 scoring both models on the held-out clips, per condition")
     table = ResultsTable(datasets=CONDITIONS, metrics=("cc", "sim", "nss", "auc_j"),
                          title="Synthetic audio-visual relevance, held-out clips")  # fmt: skip
     scores: dict[str, Any] = {}
@@ -145,8 +177,17 @@ def run_demo(
     table.save(out / "results.md")
     (out / "results.json").write_text(json.dumps(scores, indent=2))
 
+    _say("5/6 predicting one held-out relevant clip with each model (avrsp predict)")
+    overlays = predict_examples(out, synth, manifest, models)
+    if overlays:
+        print("\nWhere the models look (heat map over the clip, with its sound):")
+    for label, folder in overlays.items():
+        plot = folder / "relevance.png"
+        extra = f"; audio relevance over time: {plot}" if plot.is_file() else ""
+        print(f"  {label}: {folder / 'overlay.mp4'}{extra}")
+
     _say(
-        f"5/5 done in {(time.perf_counter() - started) / 60:.1f} min; table in {out / 'results.md'}"
+        f"6/6 done in {(time.perf_counter() - started) / 60:.1f} min; table in {out / 'results.md'}"
     )
     print(f"\nBrowse the runs:  .venv/bin/mlflow ui --backend-store-uri {mlflow_uri(out)}")
     print("then open http://127.0.0.1:5000 (experiment 'avrsp-demo').")

@@ -26,6 +26,8 @@ from avrsp.errors import AVRSPError
 
 log = logging.getLogger(__name__)
 
+#: Restarts of a pool actor that died (and retries of its call) before the job gives up.
+MAX_RESTARTS = 3
 #: ``work(model, item) -> result`` — item and result are JSON-able dicts.
 Work = Callable[[Any, dict[str, Any]], dict[str, Any]]
 #: ``load() -> model`` — called once per actor (or once for :func:`run_local`).
@@ -97,6 +99,10 @@ def map_videos(
         compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(items)))),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor,
+        # An actor killed (out of memory, say) is restarted a few times, then the job stops
+        # with Ray's error instead of restarting it for ever.
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=MAX_RESTARTS,
     )
     for row in results.iter_rows():
         yield json.loads(row["result"])

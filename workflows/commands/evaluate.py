@@ -55,14 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from avrsp.inference import resolve_device
     from workflows.evaluate import EvalOptions, evaluate
 
-    device = args.device
+    device = resolve_device(args.device)
     gpus = args.gpus_per_worker
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not gpus and args.workers != 0:
         gpus = 1.0
     opts = EvalOptions(
@@ -91,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if report.run_id:
         print(f"\nMLflow run {report.run_id}", file=sys.stderr)
     if report.failed:
-        print(f"{len(report.failed)} videos failed: {report.out / 'failures.json'}", file=sys.stderr)
+        print(
+            f"{len(report.failed)} videos failed: {report.out / 'failures.json'}", file=sys.stderr
+        )
         return 1
     return 0

@@ -1,0 +1,854 @@
+"""``avrsp predict``: saliency maps, an overlay video and relevance plots for any video
+(docs/PREDICT.md).
+
+One video (:func:`predict_one`, no Ray) goes through the published protocol of
+:mod:`workflows.protocol` — a window of ``T`` frames at step 1, the first ``T−1`` frames
+from reversed windows — and its outputs land in ``OUT/<video name>/``:
+
+- ``maps/000000.png …`` (each map scaled to its own maximum, 8 bits) or ``maps.npz``
+  (``maps`` float32 ``[N, h, w]``, ``times`` seconds, ``fps``), at the model's output size
+  or the video's native size;
+- ``times.csv``: the time in the source file of each map's frame;
+- ``overlay.mp4``: the maps as a heat map over the native frames, H.264 + the original
+  audio re-encoded to AAC, one video frame per map;
+- audio-visual models: ``relevance.csv`` (per frame: the audio share, mean |Ret_A| and
+  |Ret_V| per block and head, head weights, MRG gates) and ``relevance.png`` (paper Fig. 6
+  as curves over time);
+- ``summary.json``: model, config, frames, rate, audio, notes, time taken.
+
+Everything is written into a hidden staging folder first and moved into place at the end,
+so a run that fails or is interrupted leaves the previous outputs (or none). Memory does
+not grow with the video's length: frames, maps and the overlay are streamed.
+
+A folder (:func:`predict`) goes through the Ray Data actor pool of :mod:`workflows.pool`,
+one model replica per actor; a video that fails is reported in ``OUT/failures.json`` and
+the others complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from avrsp.errors import AVRSPError, InputError, WeightsError
+from avrsp.inference import resolve_device
+from avrsp.io import write_json, write_text
+
+#: The model ``avrsp predict`` uses without ``--model``: the demo's audio-visual one.
+DEFAULT_MODEL = Path("runs/demo/runs/demo-av/model.pt")
+FORMATS = ("png", "npz")
+SIZES = ("model", "native")
+DEVICES = ("auto", "cpu", "cuda")
+#: What predict writes into a video's folder (``--overwrite`` replaces these, nothing else).
+OUTPUTS = (
+    "maps",
+    "maps.npz",
+    "times.csv",
+    "overlay.mp4",
+    "relevance.csv",
+    "relevance.png",
+    "summary.json",
+)
+STAGING = ".predict-partial"
+#: Frames between progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 100
+#: Largest blend weight of the heat map over the frame (at the map's maximum).
+OVERLAY_ALPHA = 0.6
+OVERLAY_COLORMAP = "jet"
+
+Say = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How ``avrsp predict`` writes its outputs (the command's options)."""
+
+    format: str = "png"  # png: maps/NNNNNN.png; npz: maps.npz
+    size: str = "model"  # model: the model's output size; native: the video's
+    overlay: bool = True
+    batch_size: int = 8
+    device: str = "auto"  # auto: cuda where there is one
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.size not in SIZES:
+            raise InputError(f"--size must be one of {', '.join(SIZES)}, got {self.size!r}")
+        if self.device not in DEVICES:
+            raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+def model_or_default(spec: str | Path | None) -> str:
+    """``--model`` as given, or the demo's AV model when there is one under the current
+    folder; otherwise a :class:`WeightsError` saying which command makes one."""
+    if spec is not None:
+        return str(spec)
+    if DEFAULT_MODEL.is_file():
+        return str(DEFAULT_MODEL)
+    raise WeightsError(
+        f"no --model given and no demo model at {DEFAULT_MODEL} (under {Path.cwd()}): run "
+        "`avrsp demo` here first, or train one with `avrsp train … --run-name X` and pass "
+        "`--model runs/X/model.pt`"
+    )
+
+
+def preset_of(config: Any) -> str:
+    """The preset whose input and network ``config`` has (``tiny``, ``paper``), else
+    ``custom``."""
+    from avrsp.config import PRESETS
+
+    for name, make in PRESETS.items():
+        ref = make()
+        if config.input == ref.input and config.model.identity() == ref.model.identity():
+            return name
+    return "custom"
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def prepare_folder(folder: Path, overwrite: bool) -> Path:
+    """Make ``folder`` ready and return its staging folder. A folder that already holds
+    files is refused unless ``overwrite`` (a staging folder left by an interrupted run does
+    not count: it is removed)."""
+    staging = folder / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: output path exists and is not a folder")
+    if not overwrite and existing_files(folder):
+        raise InputError(_held_message([folder]))
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _held_message(folders: list[Path]) -> str:
+    """The refusal of output folders that already hold files."""
+    advice = "pass --overwrite to replace predict's outputs there, or choose another --out"
+    if len(folders) == 1:
+        held = existing_files(folders[0])
+        shown = ", ".join(held[:5]) + (f", … {len(held) - 5} more" if len(held) > 5 else "")
+        return f"{folders[0]}: output folder already holds files ({shown}); {advice}"
+    shown = ", ".join(str(f) for f in folders[:5])
+    more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
+    return f"output folders already hold files: {shown}{more}; {advice}"
+
+
+def existing_files(folder: Path) -> list[str]:
+    """Names in ``folder`` (none when it does not exist), the staging folder left out."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name != STAGING)
+
+
+def _commit(staging: Path, folder: Path) -> list[str]:
+    """Move every output of ``staging`` into ``folder`` (replacing predict's old outputs,
+    removing the old ones this run did not write), then remove ``staging``."""
+    written = sorted(p.name for p in staging.iterdir())
+    for name in OUTPUTS:
+        old = folder / name
+        if name in written or not old.exists():
+            continue
+        if old.is_dir():  # stale: written by a run with another --format or model
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    for name in written:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    staging.rmdir()
+    return written
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def map_to_uint8(saliency: np.ndarray) -> np.ndarray:
+    """A map scaled to its own maximum, as 8 bits (an all-zero map stays zero)."""
+    top = float(saliency.max()) if saliency.size else 0.0
+    if top <= 0.0:
+        return np.zeros(saliency.shape, np.uint8)
+    return np.clip(saliency * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+
+
+class _PngMaps:
+    """``maps/000000.png …``: grey 8-bit, each scaled to its own maximum."""
+
+    def __init__(self, staging: Path) -> None:
+        self.folder = staging / "maps"
+        self.folder.mkdir()
+
+    def add(self, index: int, saliency: np.ndarray) -> None:
+        from PIL import Image
+
+        Image.fromarray(map_to_uint8(saliency), mode="L").save(
+            self.folder / f"{index:06d}.png", compress_level=3
+        )
+
+    def close(self, times: np.ndarray, fps: float) -> None:
+        del times, fps
+
+
+class _NpzMaps:
+    """``maps.npz`` (``maps`` float32 [N, h, w], ``times`` float64 [N], ``fps``), written
+    without holding the maps: they go to a raw file, copied into the archive at the end
+    (the count is known only then)."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.raw_path = staging / ".maps.raw"
+        self.raw: IO[bytes] = open(self.raw_path, "wb")  # noqa: SIM115 - closed in close()
+        self.shape: tuple[int, int] | None = None
+        self.count = 0
+
+    def add(self, index: int, saliency: np.ndarray) -> None:
+        del index
+        self.shape = self.shape or (int(saliency.shape[0]), int(saliency.shape[1]))
+        self.raw.write(np.ascontiguousarray(saliency, dtype="<f4").tobytes())
+        self.count += 1
+
+    def close(self, times: np.ndarray, fps: float) -> None:
+        self.raw.close()
+        h, w = self.shape or (0, 0)
+        header = {"descr": "<f4", "fortran_order": False, "shape": (self.count, h, w)}
+        with zipfile.ZipFile(
+            self.staging / "maps.npz", "w", zipfile.ZIP_DEFLATED, allowZip64=True
+        ) as archive:
+            with archive.open("maps.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array_header_2_0(out, header)
+                with open(self.raw_path, "rb") as raw:
+                    shutil.copyfileobj(raw, out, 1 << 22)
+            for name, value in (("times", times), ("fps", np.float64(fps))):
+                with archive.open(f"{name}.npy", "w") as out:
+                    np.lib.format.write_array(out, np.asarray(value))
+        self.raw_path.unlink()
+
+    def abort(self) -> None:
+        self.raw.close()
+
+
+def _colormap_lut(name: str = OVERLAY_COLORMAP) -> np.ndarray:
+    """``uint8 [256, 3]``: matplotlib's colormap ``name`` sampled at 256 levels."""
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def blend(frame: np.ndarray, saliency: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """The heat map of ``saliency`` (float [H, W], the frame's size) over ``frame`` (uint8
+    [H, W, 3]): colour by the map scaled to its maximum, weight up to
+    :data:`OVERLAY_ALPHA` where the map is highest, the frame untouched where it is 0."""
+    level = map_to_uint8(saliency)
+    alpha = level.astype(np.float32)[..., None] * (OVERLAY_ALPHA / 255.0)
+    mixed = frame.astype(np.float32) * (1.0 - alpha) + lut[level].astype(np.float32) * alpha
+    return (mixed + 0.5).astype(np.uint8)
+
+
+def _resize_map(saliency: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear, pixel centres aligned (as :func:`avrsp.inference.predict_video` resizes)."""
+    if saliency.shape == size:
+        return saliency
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(saliency))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _rate(fps: float) -> str:
+    """A frame rate for ffmpeg, exact where it is a ratio (29.97 → 30000/1001)."""
+    r = Fraction(fps).limit_denominator(1001)
+    return f"{r.numerator}/{r.denominator}" if abs(float(r) - fps) < 1e-6 else f"{fps:.10g}"
+
+
+class _Overlay:
+    """``overlay.mp4``: an ffmpeg process fed raw RGB frames on its stdin; H.264 (libx264,
+    yuv420p, padded to even sides) and the source's audio streams as AAC, cut to the
+    maps' span."""
+
+    def __init__(
+        self,
+        staging: Path,
+        source: Path,
+        native: tuple[int, int],
+        fps: float,
+        audio: bool,
+        start_s: float,
+        duration_s: float,
+    ) -> None:
+        from preprocessing.media import ffmpeg_exe
+
+        self.path = staging / "overlay.mp4"
+        self.height, self.width = native
+        self.lut = _colormap_lut()
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}"]
+        cmd += ["-framerate", _rate(fps), "-i", "pipe:0"]
+        if audio:
+            if start_s > 1e-3:  # the maps start at the first video frame
+                cmd += ["-ss", f"{start_s:.6f}"]
+            cmd += ["-t", f"{duration_s:.6f}", "-i", str(source), "-map", "0:v:0", "-map", "1:a?"]
+            cmd += ["-c:a", "aac", "-b:a", "160k"]
+        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast"]
+        cmd += ["-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self.path)]
+        # stderr to a file: a pipe nobody reads could fill up and stall ffmpeg.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close() / abort()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self.log)
+        self.count = 0
+
+    def add(self, frame: np.ndarray, saliency: np.ndarray) -> None:
+        heat = _resize_map(saliency, (self.height, self.width))
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(blend(frame, heat, self.lut).tobytes())
+        except BrokenPipeError:
+            self._fail()
+        self.count += 1
+
+    def _errors(self) -> str:
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace").strip().splitlines()
+        return " / ".join(text[-3:]) or f"exit status {self.proc.returncode}"
+
+    def _fail(self) -> None:
+        self.proc.wait()
+        raise AVRSPError(f"{self.path.name}: ffmpeg stopped writing the overlay: {self._errors()}")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            self._fail()
+        self.log.close()
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+class _RelevanceLog:
+    """Each window's :class:`~avrsp.inference.Relevance`, then ``relevance.csv`` and
+    ``relevance.png``."""
+
+    def __init__(self) -> None:
+        self.ret_a: list[np.ndarray] = []
+        self.ret_v: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+        self.share: list[float] = []
+        self.gates: list[dict[int, float]] = []
+
+    def add(self, rel: Any) -> None:
+        self.ret_a.append(np.asarray(rel.ret_a, np.float64))
+        self.ret_v.append(np.asarray(rel.ret_v, np.float64))
+        self.weights.append(np.asarray(rel.head_weights, np.float64))
+        self.share.append(float(rel.audio_share))
+        self.gates.append(dict(rel.gates))
+
+    def mean_audio_share(self) -> float | None:
+        finite = [v for v in self.share if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else None
+
+    def write(self, staging: Path, times: np.ndarray, window: int, name: str) -> None:
+        ret_a, ret_v, weights = (np.stack(v) for v in (self.ret_a, self.ret_v, self.weights))
+        blocks, heads = ret_a.shape[1:]
+        levels = sorted({lv for g in self.gates for lv in g})
+        pairs = [(b, h) for b in range(blocks) for h in range(heads)]
+        columns = ["frame", "time_s", "audio_share"]
+        for key in ("ret_a", "ret_v", "head_weight"):
+            columns += [f"{key}_b{b}_h{h}" for b, h in pairs]
+        columns += [f"gate_l{lv}" for lv in levels]
+        with open(staging / "relevance.csv", "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(columns)
+            for i in range(len(self.share)):
+                row: list[object] = [i, f"{times[i]:.6f}", _num(self.share[i])]
+                for values in (ret_a, ret_v, weights):
+                    row += [_num(values[i, b, h]) for b, h in pairs]
+                row += [_num(self.gates[i].get(lv, float("nan"))) for lv in levels]
+                out.writerow(row)
+        _relevance_figure(staging / "relevance.png", name, times, ret_a, ret_v, self, window)
+
+
+def _num(value: float) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.6g}"
+
+
+TITLES = {
+    "ret_a": "mean |Ret_A| per head (eq. 2: visual queries × audio keys)",
+    "ret_v": "mean |Ret_V| per head (eq. 3: audio queries × visual keys)",
+    "share": "audio share of the fused features (eq. 4) per window — 0: visual only",
+    "gates": "mean MRG gate per level (eq. 14)",
+}
+
+
+def _relevance_figure(
+    path: Path,
+    name: str,
+    times: np.ndarray,
+    ret_a: np.ndarray,
+    ret_v: np.ndarray,
+    log: _RelevanceLog,
+    window: int,
+) -> None:
+    """Paper Fig. 6 over time: mean |Ret_A| and |Ret_V| per block and head as heat rows
+    (brighter = more relevance), the audio share per window, the MRG gates."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    blocks, heads = ret_a.shape[1:]
+    levels = sorted({lv for g in log.gates for lv in g})
+    share = np.array(log.share)
+    panels: list[str] = []
+    if blocks:
+        panels += ["ret_a", "ret_v"]
+    if np.isfinite(share).any():
+        panels.append("share")
+    if levels:
+        panels.append("gates")
+    fig = Figure(figsize=(10, 1.2 + 1.9 * max(len(panels), 1)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(max(len(panels), 1), 1, sharex=True, squeeze=False)[:, 0]
+    step = float(times[1] - times[0]) if len(times) > 1 else 1.0
+    extent = (times[0] - step / 2, times[-1] + step / 2)
+    labels = [
+        f"b{b} h{h}" if blocks > 1 else f"head {h}" for b in range(blocks) for h in range(heads)
+    ]
+    for ax, panel in zip(axes, panels, strict=False):
+        if panel in ("ret_a", "ret_v"):
+            values = (ret_a if panel == "ret_a" else ret_v).reshape(len(times), -1).T
+            image = ax.imshow(
+                values,
+                aspect="auto",
+                origin="lower",
+                cmap="magma",
+                interpolation="nearest",
+                extent=(*extent, -0.5, values.shape[0] - 0.5),
+            )
+            ax.set_yticks(range(values.shape[0]), labels)
+            ax.set_title(TITLES[panel], fontsize=9, loc="left")
+            fig.colorbar(image, ax=ax, pad=0.01)
+        elif panel == "share":
+            ax.plot(times, share, color="tab:red", lw=1.2)
+            ax.set_ylim(0, max(0.05, float(np.nanmax(share)) * 1.15))
+            ax.set_ylabel("audio share")
+            ax.set_title(TITLES[panel], fontsize=9, loc="left")
+        else:
+            for lv in levels:
+                ax.plot(times, [g.get(lv, np.nan) for g in log.gates], lw=1, label=f"level {lv}")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("gate")
+            ax.set_title(TITLES[panel], fontsize=9, loc="left")
+            ax.legend(fontsize=7, loc="upper right", ncols=len(levels))
+        reversed_last = min(window - 1, len(times)) - 1  # maps 0 … T−2: reversed windows
+        if reversed_last >= 0:
+            ax.axvspan(extent[0], times[reversed_last] + step / 2, color="grey", alpha=0.12, lw=0)
+    axes[-1].set_xlabel("time in the video (s)")
+    fig.suptitle(f"{name}: relevance per window (shaded: reversed first windows)", fontsize=10)
+    fig.savefig(path, dpi=100)
+
+
+class Progress:
+    """Frames done and frames/s on stderr: one line redrawn on a terminal, a line every
+    :data:`PROGRESS_EVERY` frames elsewhere (a log file, CI)."""
+
+    def __init__(self, name: str, total: int, stream: IO[str] | None = None) -> None:
+        self.name, self.total = name, max(total, 0)
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = time.perf_counter()
+        self.shown = 0.0
+        self.last_line = 0
+
+    def _line(self, done: int) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        total = max(self.total, done)
+        left = f", {(total - done) / rate:.0f} s left" if rate > 0 and done < total else ""
+        return f"{self.name}: {done}/{total} frames, {rate:.1f} frames/s{left}"
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.tty:
+            if now - self.shown >= 0.2:
+                total = max(self.total, done, 1)
+                bar = "#" * round(24 * done / total)
+                self.stream.write(f"\r[{bar:<24}] {self._line(done)}\033[K")
+                self.stream.flush()
+                self.shown = now
+        elif done - self.last_line >= PROGRESS_EVERY:
+            self.stream.write(self._line(done) + "\n")
+            self.stream.flush()
+            self.last_line = done
+
+    def close(self, done: int) -> None:
+        self.total = done
+        line = self._line(done)
+        self.stream.write(f"\r{line}\033[K\n" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- one video
+
+
+def _lockstep(frames: Iterator[np.ndarray]) -> Callable[[], np.ndarray]:
+    """``next()`` of the native frames, the last one repeated should they run short."""
+    last: list[np.ndarray] = []
+
+    def take() -> np.ndarray:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            if not last:
+                raise InputError("the video gave no frames at its native size") from None
+            return last[0]
+        last[:] = [frame]
+        return frame
+
+    return take
+
+
+def predict_one(
+    loaded: Any,
+    video_path: str | Path,
+    out: str | Path,
+    options: PredictOptions | None = None,
+    *,
+    name: str | None = None,
+    say: Say | None = None,
+    progress: bool = False,
+    model_label: str | None = None,
+) -> dict[str, Any]:
+    """Predict one video with ``loaded`` (a :class:`workflows.export.LoadedModel`) into
+    ``out/<name>/`` (module docstring); returns what ``summary.json`` holds.
+
+    ``name`` defaults to the file's stem. ``say`` gets the notes (no audio track, short
+    video) as they arise; ``progress`` draws :class:`Progress` on stderr. ``model_label``:
+    how ``summary.json`` names the model (default what it was loaded from).
+    """
+    from workflows.protocol import frame_maps, open_video, soundtrack
+
+    started = time.perf_counter()
+    options = options or PredictOptions()
+    source = Path(video_path)
+    model, config = loaded.model, loaded.config
+    inp = config.input
+    device = resolve_device(options.device)
+    video = open_video(source, inp.sample_rate)  # InputError naming a missing/unreadable file
+    name = name or video.name
+    folder = Path(out) / name
+    created = not folder.exists()
+    staging = prepare_folder(folder, options.overwrite)
+    uses_audio = bool(getattr(model, "uses_audio", True))
+
+    notes = [n for n in video.notes if not n.startswith("no audio")]
+    waveform, _ = soundtrack(video, "real")
+    if not video.has_audio:
+        notes.append("no audio track: predicted as silent" if uses_audio else "no audio track")
+    for note in notes:
+        if say:
+            say(f"{name}: {note}")
+
+    out_size = video.native_size if options.size == "native" else None
+    maps: _PngMaps | _NpzMaps | None = None
+    overlay: _Overlay | None = None
+    rel_log = _RelevanceLog() if uses_audio else None
+    bar = Progress(name, video.expected_frames) if progress else None
+    count = 0
+    map_size: tuple[int, int] | None = None
+    try:
+        maps = _PngMaps(staging) if options.format == "png" else _NpzMaps(staging)
+        native_frame = None
+        if options.overlay:
+            overlay = _Overlay(
+                staging,
+                source,
+                video.native_size,
+                video.fps,
+                audio=video.has_audio,
+                start_s=video.media.info.start_s,
+                duration_s=max(video.expected_frames, 1) / video.fps,
+            )
+            native_frame = _lockstep(video.frames(video.native_size))
+        stream = frame_maps(
+            model,
+            video,
+            waveform,
+            inp,
+            out_size=out_size,
+            batch_size=options.batch_size,
+            device=device,
+            relevance=uses_audio,
+        )
+        for index, saliency, rel in stream:
+            if not np.isfinite(saliency).all():
+                raise AVRSPError(f"{source}: the model gave non-finite values at frame {index}")
+            map_size = map_size or (int(saliency.shape[0]), int(saliency.shape[1]))
+            maps.add(index, saliency)
+            if overlay is not None and native_frame is not None:
+                overlay.add(native_frame(), saliency)
+            if rel_log is not None and rel is not None:
+                rel_log.add(rel)
+            count = index + 1
+            if bar:
+                bar.update(count)
+        if bar:
+            bar.close(count)
+        if count < inp.frames:
+            note = (
+                f"{count} frame{'s' * (count != 1)}, fewer than the model's window of "
+                f"{inp.frames}: every window repeats the last frame to fill it"
+            )
+            notes.append(note)
+            if say:
+                say(f"{name}: {note}")
+        times = video.times(count)
+        maps.close(times, video.fps)
+        rows = "".join(f"{i},{t:.6f}\n" for i, t in enumerate(times))
+        write_text(staging / "times.csv", "frame,time_s\n" + rows)
+        if overlay is not None:
+            overlay.close()
+            overlay = None
+        if rel_log is not None:
+            rel_log.write(staging, times, inp.frames, name)
+        seconds = time.perf_counter() - started
+        summary: dict[str, Any] = {
+            "video": str(source.resolve()),
+            "name": name,
+            "model": model_label or getattr(loaded, "source", "") or str(loaded.path),
+            "model_file": str(loaded.path) if loaded.path else None,
+            "model_meta": loaded.meta,
+            "config": {
+                "preset": preset_of(config),
+                "input": config.input.model_dump(mode="json"),
+                "model": config.model.identity(),
+            },
+            "uses_audio": uses_audio,
+            "frames": count,
+            "fps": video.fps,
+            "times": "frame k at start_s + k / fps in the source file (constant rate)",
+            "start_s": float(video.media.info.start_s),
+            "native_size": list(video.native_size),
+            "map_size": list(map_size or ()),
+            "format": options.format,
+            "has_audio": video.has_audio,
+            "audio": ("real soundtrack" if video.has_audio else "silence")
+            if uses_audio
+            else "not used (visual-only model)",
+            "notes": notes,
+            "mean_audio_share": rel_log.mean_audio_share() if rel_log else None,
+            "device": device,
+            "batch_size": options.batch_size,
+            "seconds": round(seconds, 3),
+            "frames_per_s": round(count / seconds, 3) if seconds > 0 else None,
+        }
+        write_json(staging / "summary.json", summary)
+        summary["outputs"] = _commit(staging, folder)
+        summary["folder"] = str(folder)
+        return summary
+    except BaseException:
+        if bar is not None and bar.tty:
+            bar.stream.write("\n")  # end the redrawn line before the error
+        if isinstance(maps, _NpzMaps):
+            maps.abort()
+        if overlay is not None:
+            overlay.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+# --------------------------------------------------------------------------- many videos
+
+
+def video_files(folder: Path) -> list[Path]:
+    """The video files directly in ``folder`` (by suffix, :data:`VIDEO_SUFFIXES`), sorted."""
+    from preprocessing.records import VIDEO_SUFFIXES
+
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+    )
+    if not files:
+        raise InputError(f"{folder}: no video files in this folder ({', '.join(VIDEO_SUFFIXES)})")
+    return files
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output folder name per file: its stem, or its whole name where two files share
+    a stem (``a.mp4`` and ``a.mkv``)."""
+    from preprocessing.records import safe_name
+
+    stems = [safe_name(p.stem) for p in files]
+    return [
+        safe_name(p.name) if stems.count(s) > 1 else s for p, s in zip(files, stems, strict=True)
+    ]
+
+
+def _load(spec: str, tracking_uri: str | None = None) -> Any:
+    from workflows.export import load_model
+
+    if tracking_uri:  # only MLflow URIs (runs:/…, models:/…) read it
+        return load_model(spec, tracking_uri=tracking_uri)
+    return load_model(spec)
+
+
+def _work(options: dict[str, Any], loaded: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """One video of a folder (in a pool actor): the summary without the model's meta."""
+    summary = predict_one(
+        loaded,
+        item["video"],
+        item["out"],
+        PredictOptions(**options),
+        name=item["name"],
+        model_label=item.get("model"),
+    )
+    summary.pop("model_meta", None)
+    return summary
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict` did: one summary per finished video, the failures."""
+
+    out: Path
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0: every video done; 1: some failed (a single video's failure raises instead)."""
+        return 1 if self.failures else 0
+
+
+def predict(
+    source: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    options: PredictOptions | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    say: Say = _stderr,
+    progress: bool = True,
+) -> PredictReport:
+    """``avrsp predict SOURCE``: one video in this process, or every video of a folder
+    through :func:`workflows.pool.map_videos` (``workers`` actors; 0: one after the other
+    here, without Ray). Failures of a folder's videos go to ``OUT/failures.json``.
+    ``model``: a path or an MLflow URI (read from ``tracking_uri``); default
+    :data:`DEFAULT_MODEL`."""
+    source, out = Path(source), Path(out)
+    options = options or PredictOptions()
+    spec = model_or_default(model)
+    report = PredictReport(out=out)
+    if not source.exists():
+        raise InputError(f"{source}: no such video file or folder")
+    single = not source.is_dir()
+    files = [source] if single else video_files(source)
+    names = output_names(files)
+    if not options.overwrite:  # before loading anything
+        taken = [out / n for n in names if existing_files(out / n)]
+        if taken:
+            raise InputError(_held_message(taken))
+    load = functools.partial(_load, spec, tracking_uri)
+    if single:
+        summary = predict_one(
+            load(), source, out, options, name=names[0], say=say, progress=progress
+        )
+        report.results.append(summary)
+        return report
+
+    loaded = load()  # a wrong --model fails here, before any worker starts
+    say(f"{len(files)} videos in {source}; model {loaded.path} ({preset_of(loaded.config)})")
+    # The replicas read the local file (an MLflow URI is downloaded once, here).
+    load = functools.partial(_load, str(loaded.path), None)
+    del loaded
+    items = [
+        {"name": n, "video": str(p.resolve()), "out": str(out.resolve()), "model": spec}
+        for n, p in zip(names, files, strict=True)
+    ]
+    work = functools.partial(_work, asdict(options))
+    if workers == 0:
+        from workflows.pool import run_local
+
+        rows = run_local(load, work, items)
+    else:
+        rows = _pool_rows(
+            load, work, items, options, workers, cpus_per_worker, gpus_per_worker, address
+        )
+    by_name = {item["name"]: item["video"] for item in items}
+    for k, row in enumerate(rows, 1):
+        label = f"[{k}/{len(items)}] {row.get('name')}"
+        if row.get("status") == "failed":
+            failure = {
+                "name": row.get("name"),
+                "video": by_name.get(row.get("name")),
+                "reason": row.get("reason"),
+            }
+            report.failures.append(failure)
+            say(f"{label}: FAILED: {row.get('reason')}")
+            continue
+        report.results.append(row)
+        for note in row.get("notes", []):
+            say(f"{label}: {note}")
+        say(
+            f"{label}: {row['frames']} frames, {row['frames_per_s']:.1f} frames/s → {row['folder']}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "failures.json", report.failures)
+    return report
+
+
+def _pool_rows(
+    load: Callable[[], Any],
+    work: Callable[[Any, dict[str, Any]], dict[str, Any]],
+    items: list[dict[str, Any]],
+    options: PredictOptions,
+    workers: int | None,
+    cpus: float,
+    gpus: float | None,
+    address: str | None,
+) -> Iterator[dict[str, Any]]:
+    import ray
+
+    from preprocessing.ray_runtime import init_ray
+    from workflows.pool import default_actors, map_videos
+
+    init_ray(address, packages=("avrsp", "preprocessing", "workflows"))
+    if gpus is None:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        gpus = 1.0 if has_gpus and options.device != "cpu" else 0.0
+    actors = workers if workers is not None else default_actors(gpus, cpus)
+    yield from map_videos(
+        load, work, items, actors=actors, cpus_per_actor=cpus, gpus_per_actor=gpus
+    )
