@@ -236,20 +236,27 @@ def frame_target(
     sigma: float,
     use_maps: bool,
     allow_fixations: bool = True,
+    exact_size: bool = False,
 ) -> FrameTarget:
     """Frame ``frame``'s target map at ``out_size`` and its fixation points (native pixels).
 
     The dataset's own map (``record.map_file``, resized bilinearly) when ``use_maps`` and
     the file exists; else, when ``allow_fixations``, the blurred fixations
     (:func:`preprocessing.fixations.fixation_map`, σ = ``sigma`` native pixels). Training
-    rows (``out_size`` = the model's) and the evaluation protocol (``out_size`` = native)
-    both take their targets here.
+    rows (``out_size`` = the model's) and the evaluation protocol (``out_size`` = native,
+    ``exact_size``: a dataset map of another size than the video is an
+    :class:`InputError` naming the file) both take their targets here.
     """
     points, dropped = points_in_frame(loader(frame), native_size)
     points = np.asarray(points, np.float32)
     map_file = record.map_file(frame) if use_maps else None
     if map_file is not None and map_file.is_file():
         grey = read_gray_image(map_file).astype(np.float32)
+        if exact_size and grey.shape[:2] != tuple(native_size):
+            raise InputError(
+                f"{map_file}: saliency map is {grey.shape[1]}×{grey.shape[0]} but the video "
+                f"{record.frames} is {native_size[1]}×{native_size[0]}; map and video do not match"
+            )
         if grey.shape[:2] != tuple(out_size):
             grey = np.asarray(
                 Image.fromarray(grey, mode="F").resize((out_size[1], out_size[0]), Image.BILINEAR)

@@ -228,3 +228,24 @@ def test_folder_through_the_actor_pool_reports_a_bad_video(
     (failure,) = report.failed
     assert "clip_005" in failure["video"] and "another length" in failure["reason"]
     assert json.loads((tmp_path / "out" / "failures.json").read_text()) == report.failed
+
+
+def test_a_dataset_map_of_another_size_is_named(tmp_path: Path) -> None:
+    """The protocol compares at the video's native size: a shipped map of another size is
+    an error naming the map and both sizes (training rows resize it as before)."""
+    from PIL import Image
+
+    from preprocessing.records import FixationSource, VideoRecord
+    from preprocessing.segments import frame_target
+
+    Image.fromarray(np.full((40, 60), 200, np.uint8)).save(tmp_path / "map_0001.png")
+    rec = VideoRecord(
+        dataset="d", video_id="v", split="test", frames=str(tmp_path / "v.mp4"),
+        maps_pattern=str(tmp_path / "map_%04d.png"),
+    )  # fmt: skip
+    loader = FixationSource(kind="none").open(fps=25.0, native_size=(90, 160))
+    kw = {"sigma": 5.0, "use_maps": True}
+    made = frame_target(rec, loader, 0, (90, 160), (64, 112), **kw)
+    assert made.saliency is not None and made.saliency.shape == (64, 112)
+    with pytest.raises(InputError, match=r"map_0001.png: saliency map is 60×40 but .* 160×90"):
+        frame_target(rec, loader, 0, (90, 160), (90, 160), exact_size=True, **kw)

@@ -238,6 +238,7 @@ class _Scorer:
             size,
             sigma=self.sigma,
             use_maps=self.use_maps,
+            exact_size=True,
         )
         if made.saliency is None:
             self.result.without_target += 1
