@@ -31,6 +31,7 @@ from pathlib import Path
 #: This project's loggers: their warnings reach the terminal too (everyone's errors do).
 PROJECT_LOGGERS = ("avrsp", "preprocessing", "workflows", "tuning")
 
+_RAY_DATA_SUFFIX = ".ray-data-logging.json"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -46,7 +47,11 @@ def route_framework_logs(command: str, *, folder: Path | None = None) -> Path:
 
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(_ray_data_config(folder, path)))
+    # A user's own Ray Data logging config wins; one of ours from an earlier command in
+    # this process (tests run several) is replaced, so each command logs to its own file.
+    current = os.environ.get("RAY_DATA_LOGGING_CONFIG", "")
+    if not current or current.endswith(_RAY_DATA_SUFFIX):
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(_ray_data_config(folder, path))
 
     to_file = logging.FileHandler(path)
     to_file.setFormatter(logging.Formatter(_FORMAT))
@@ -60,7 +65,11 @@ def route_framework_logs(command: str, *, folder: Path | None = None) -> Path:
 
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    for handler in [h for h in root.handlers if getattr(h, "_avrsp_route", False)]:
+        root.removeHandler(handler)  # an earlier command's, in this process
+        handler.close()
     for handler in (to_file, errors, ours):
+        handler._avrsp_route = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.captureWarnings(True)
 
@@ -88,6 +97,6 @@ def _ray_data_config(folder: Path, path: Path) -> Path:
             "ray.data": {"level": "INFO", "handlers": ["file", "console"], "propagate": False}
         },
     }
-    out = folder / f"{path.stem}.ray-data-logging.json"
+    out = folder / f"{path.stem}{_RAY_DATA_SUFFIX}"
     out.write_text(json.dumps(config, indent=2))
     return out

@@ -1,0 +1,529 @@
+"""A sweep on Ray Tune: every trial is the training workflow, every trial an MLflow run
+nested under the sweep's run, scored by the evaluation protocol at the end.
+
+:func:`run_sweep` expands the space (:func:`tuning.spaces.expand`: no point runs twice),
+opens the sweep's parent MLflow run (the space, then the tables and the best config), and
+hands Tune one grid point per trial. Each trial (:func:`run_trial`) opens its child run
+(tag ``mlflow.parentRunId``) and calls :func:`workflows.train.train` with the trial's
+:class:`TrainConfig`, named after the trial (no timestamps), so a restarted trial resumes
+its own checkpoints. The epochs reach Tune through ``TuneReportCallback`` in the trainer's
+RunConfig (Train V2), from rank 0 of the trial's Ray Train workers (one or more: Ray
+Train's in-process local mode runs no controller, hence no callbacks, and its
+``ray.train.get_context`` refuses to run inside a Tune trial).
+
+ASHA (grace period one epoch) stops weak trials of a plain space on the validation
+metric; the named ablations run every row to the end (FIFO), since every row belongs in
+the table. A sweep folder that holds Tune's state is resumed with ``Tuner.restore``:
+finished trials are kept, unfinished and failed ones run (again).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from avrsp.errors import AVRSPError, ConfigError
+from avrsp.io import write_json, write_text
+from avrsp.tables import ResultsTable, canonical_metric
+from tuning.spaces import Expansion, SearchSpace, Trial, expand
+from tuning.tables import MEASURED, QUOTED, to_markdown, trials_markdown
+from workflows.loop import StepHook, TrainConfig
+
+PLAN_FILE = "trials.json"
+EVAL_DIR = "eval"
+TRIALS_DIR = "trials"
+SYNTH_ORDER = ("relevant", "irrelevant", "silent")
+
+
+@dataclass
+class SweepOptions:
+    """How a sweep runs (the space says what it tries)."""
+
+    storage: Path = Path("runs/tune")
+    name: str | None = None  # default: the space's name
+    eval_source: str | None = None  # KIND:PATH (the protocol) or windows[:SYNTH_DIR]
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    max_concurrent: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1  # Ray Train workers (>= 1: local mode cannot run under Tune)
+    address: str | None = None
+    scheduler: Literal["asha", "fifo"] | None = None  # default: fifo for ablations
+    verbose: int = 1
+
+
+@dataclass
+class TrialOutcome:
+    trial: Trial
+    status: str  # finished, stopped (ASHA), error, pending
+    metric: float | None = None
+    epochs: int = 0
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    error: str = ""
+    mlflow_run_id: str = ""
+
+
+@dataclass
+class SweepResult:
+    """What a sweep left: its folder, its parent MLflow run, the outcomes, the files."""
+
+    name: str
+    folder: Path
+    parent_run_id: str
+    tracking_uri: str
+    outcomes: list[TrialOutcome]
+    table: ResultsTable | None
+    files: dict[str, Path]
+    best_trial: str | None
+    ran: list[str]  # the trials that (re)started in this call
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan(space: SearchSpace, base: TrainConfig, options: SweepOptions) -> Expansion:
+    """The trials, with the sweep's storage, resources and tracking filled in."""
+    from workflows.tracking import default_tracking_uri
+
+    folder = sweep_folder(space, options)
+    resolved = {k: Path(v).resolve() for k in ("data", "init_from") if (v := getattr(base, k))}
+    workers = options.workers_per_trial
+    if workers < 1:
+        raise ConfigError(
+            f"workers per trial: {workers}; a Tune trial needs Ray Train workers (>= 1): "
+            "in-process training (Ray Train's local mode) refuses to run inside Tune"
+        )
+    base = base.model_copy(
+        update={
+            **resolved,
+            "storage_path": folder / TRIALS_DIR,
+            "mlflow_uri": base.mlflow_uri or default_tracking_uri(),
+            "num_workers": workers,
+            "use_gpu": options.gpus_per_trial > 0,
+            "cpus_per_worker": options.cpus_per_trial / workers,
+            "address": None,
+        }
+    )
+    return expand(space, base, options.seeds)
+
+
+def sweep_folder(space: SearchSpace, options: SweepOptions) -> Path:
+    return (Path(options.storage) / (options.name or space.name)).resolve()
+
+
+def trial_resources(options: SweepOptions) -> dict[str, float]:
+    """The trial is only the driver of its Ray Train run (the workers ask for their own
+    CPUs and GPUs), so it holds a quarter CPU."""
+    return {"CPU": 0.25}
+
+
+def _plan_record(expansion: Expansion) -> list[dict[str, Any]]:
+    return [
+        {"name": t.name, "row": t.row, "labels": list(t.labels), "values": t.values, "seed": t.seed}
+        for t in expansion.trials
+    ]
+
+
+# --------------------------------------------------------------------------- the trial
+
+
+def open_child_run(cfg: TrainConfig, trial: dict[str, Any]) -> str:
+    """The trial's MLflow run, nested under the sweep's (``mlflow.parentRunId``); made
+    before training so that :func:`workflows.train.train` continues it (it resumes the run
+    named in ``RUN_DIR/mlflow_run.json``)."""
+    from workflows import tracking
+
+    tags = {
+        "mlflow.parentRunId": trial["parent_run_id"],
+        "avrsp.sweep": trial["sweep"],
+        "avrsp.trial": trial["name"],
+        "avrsp.row": str(trial["row"]),
+        "avrsp.values": json.dumps(trial["values"]),
+    }
+    run_id, _ = tracking.start_or_resume_run(
+        cfg.mlflow_uri or tracking.default_tracking_uri(),
+        cfg.run_dir,
+        run_name=cfg.run_name,
+        params=tracking.flatten(cfg.to_dict()),
+        tags=tags,
+        experiment=cfg.experiment,
+    )
+    return run_id
+
+
+def run_trial(config: dict[str, Any], step_hook: StepHook | None = None) -> None:
+    """The Tune trial: one training run (:func:`workflows.train.train`)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from workflows.train import train
+
+    trial = config["trial"]
+    cfg = TrainConfig.model_validate(trial["train_config"])
+    open_child_run(cfg, trial)
+    train(cfg, callbacks=[TuneReportCallback()], step_hook=step_hook)
+
+
+def _trial_name(trial: Any) -> str:
+    return str(trial.config["trial"]["name"])
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_model(
+    model_path: Path, options: SweepOptions, data: Path, out: Path
+) -> dict[str, dict[str, float]]:
+    """``{dataset: {metric: value}}`` of a trained model: ``KIND:PATH`` sources by the
+    published protocol (:func:`workflows.evaluate.evaluate`, in-process); ``windows``
+    (default) on the stored windows of ``data``'s eval split, ``windows:SYNTH_DIR`` grouped
+    by the synthetic clips' conditions."""
+    source = options.eval_source or "windows"
+    if source == "windows" or source.startswith("windows:"):
+        from workflows.evaluate import evaluate_windows
+
+        groups = None
+        if source.startswith("windows:"):
+            from preprocessing.synthetic import read_manifest
+
+            manifest = read_manifest(source.removeprefix("windows:"))
+            groups = {c["clip"]: c["condition"] for c in manifest["clips"]}
+        found = evaluate_windows(model_path, data, split=options.eval_split, groups=groups)
+        return {d: {canonical_metric(m): v for m, v in s.scores.items()} for d, s in found.items()}
+    from workflows.evaluate import BASELINE_LABEL, EvalOptions, evaluate
+
+    report = evaluate(
+        EvalOptions(
+            source=source,
+            model=str(model_path),
+            split=options.eval_split,
+            audio=("real",),
+            out=out,
+            overwrite=True,
+            workers=0,
+            limit=options.eval_limit,
+            tracking=False,
+        ),
+        log=lambda message: None,
+    )
+    rows = [r for r in report.table.rows if r.labels[0] != BASELINE_LABEL]
+    return rows[0].values if rows else {}
+
+
+def _cached_scores(
+    outcome: TrialOutcome, options: SweepOptions, folder: Path
+) -> tuple[dict[str, dict[str, float]], bool]:
+    """Scores of a finished trial, computed once per model file (``eval/TRIAL/scores.json``)."""
+    model = outcome.trial.config.run_dir / "model.pt"
+    stat = model.stat()
+    stamp = {"model": str(model), "mtime_ns": stat.st_mtime_ns, "size": stat.st_size,
+             "source": options.eval_source or "windows", "limit": options.eval_limit}  # fmt: skip
+    cache = folder / EVAL_DIR / outcome.trial.name / "scores.json"
+    if cache.is_file():
+        known = json.loads(cache.read_text())
+        if known.get("stamp") == stamp:
+            return known["scores"], False
+    assert outcome.trial.config.data is not None
+    scores = score_model(model, options, outcome.trial.config.data, cache.parent / "protocol")
+    write_json(cache, {"stamp": stamp, "scores": scores})
+    return scores, True
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def dataset_order(names: set[str]) -> list[str]:
+    synth = [d for d in SYNTH_ORDER if d in names]
+    return synth + sorted(names - set(synth))
+
+
+def ablation_table(
+    space: SearchSpace, expansion: Expansion, outcomes: list[TrialOutcome]
+) -> tuple[ResultsTable, dict[int, dict[str, dict[str, float]]], list[int]]:
+    """The paper-shaped table: per row the mean over its seeds (and the spread, the sample
+    standard deviation, with two or more), the paper's quoted row beside it where there is
+    one. Returns the table, the spreads by table row and the measured rows' indices."""
+    from tuning.published import PUBLISHED, PUBLISHED_DATASETS
+
+    measured = {d for o in outcomes for d in o.scores}
+    quoted = PUBLISHED.get(space.ablation, [])
+    datasets = dataset_order(measured)
+    datasets += [d for d in PUBLISHED_DATASETS.get(space.ablation, ()) if d not in datasets]
+    table = ResultsTable(
+        datasets=tuple(datasets or ("–",)),
+        label_columns=(*expansion.label_columns, "Source"),
+        title=(space.title or f"sweep {space.name}")
+        + f" — measured: mean over {len(set(t.seed for t in expansion.trials))} seed(s)",
+    )
+    spreads: dict[int, dict[str, dict[str, float]]] = {}
+    measured_rows = []
+    by_row: dict[int, list[TrialOutcome]] = {}
+    for o in outcomes:
+        by_row.setdefault(o.trial.row, []).append(o)
+    for row, group in sorted(by_row.items()):
+        labels = group[0].trial.labels
+        means: dict[str, dict[str, float]] = {}
+        spread: dict[str, dict[str, float]] = {}
+        for d in datasets:
+            for m in table.metrics:
+                vals = [o.scores[d][m] for o in group if m in o.scores.get(d, {})]
+                vals = [v for v in vals if not math.isnan(v)]
+                if vals:
+                    means.setdefault(d, {})[m] = statistics.fmean(vals)
+                    if len(vals) > 1:
+                        spread.setdefault(d, {})[m] = statistics.stdev(vals)
+        measured_rows.append(len(table.rows))
+        if spread:
+            spreads[len(table.rows)] = spread
+        table.add((*labels, MEASURED), means)
+        if row < len(quoted) and space.rows:
+            table.add((*labels, QUOTED), quoted[row])
+    return table, spreads, measured_rows
+
+
+def _best_config_yaml(cfg: TrainConfig) -> str:
+    """The best trial's config as ``avrsp train --config FILE`` reads it (run name, storage
+    and registry left to that command)."""
+    import yaml
+
+    data = cfg.to_dict()
+    for key in ("run_name", "storage_path", "register_as", "mlflow_model_format"):
+        data.pop(key, None)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _free_table_name(client: Any, run_id: str, name: str) -> str:
+    have = {a.path for a in client.list_artifacts(run_id, "tables")}
+    k, candidate = 1, name
+    while f"tables/{candidate}.json" in have:
+        k += 1
+        candidate = f"{name}-{k}"
+    return candidate
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(
+    space: SearchSpace,
+    base: TrainConfig,
+    options: SweepOptions,
+    *,
+    step_hook: StepHook | None = None,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
+    """Run (or resume) the sweep of ``space`` on ``base``; returns its outcomes and files.
+
+    ``step_hook(epoch, step, rank)`` goes into every trial's training (the tests inject a
+    fault with it).
+    """
+    from ray import tune
+
+    from preprocessing.ray_runtime import init_ray
+    from workflows import tracking
+
+    expansion = plan(space, base, options)
+    if not expansion.trials:
+        raise ConfigError(f"space {space.name!r}: no trial left ({len(expansion.dropped)} dropped)")
+    folder = sweep_folder(space, options)
+    name = folder.name
+    uri = expansion.trials[0].config.mlflow_uri or tracking.default_tracking_uri()
+    record = _plan_record(expansion)
+    plan_file = folder / PLAN_FILE
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != record:
+        raise ConfigError(
+            f"{folder}: sweep {name!r} was started with other trials (see {plan_file}); "
+            "resume it with the same space, seeds and settings, or use another --name"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(plan_file, record)
+    if expansion.dropped:
+        log(f"sweep {name}: {len(expansion.dropped)} points dropped (see --dry-run)")
+
+    space_json = space.model_dump_json(indent=2)
+    parent_id, resumed = tracking.start_or_resume_run(
+        uri,
+        folder,
+        run_name=name,
+        params={"space": space_json[:6000], "metric": space.metric, "trials": str(len(record)),
+                "seeds": json.dumps(list(options.seeds)), "ablation": space.ablation or "none"},
+        tags={"avrsp.command": "tune", "avrsp.sweep": name, "avrsp.kind": "sweep",
+              "git_commit": tracking.git_commit()},
+        experiment=base.experiment,
+    )  # fmt: skip
+    client = tracking.client(uri)
+    if not resumed:
+        client.log_text(parent_id, space_json, "space.json")
+
+    init_ray(options.address, packages=("avrsp", "preprocessing", "workflows", "tuning"))
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, step_hook=step_hook), trial_resources(options)
+    )
+    trial_dicts = [
+        {**r, "train_config": t.config.to_dict(), "parent_run_id": parent_id, "sweep": name}
+        for r, t in zip(record, expansion.trials, strict=True)
+    ]
+    if tune.Tuner.can_restore(str(folder)):
+        log(f"sweep {name}: resuming from {folder}")
+        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_errored=True)
+    else:
+        asha = (options.scheduler or ("fifo" if space.rows else "asha")) == "asha"
+        scheduler = None
+        if asha:
+            # max_t one past the last epoch: ASHA stops a trial that reaches max_t at
+            # once, which would kill it before it exports its model.
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr="training_iteration", max_t=base.epochs + 1, grace_period=1
+            )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(trial_dicts)},
+            tune_config=tune.TuneConfig(
+                metric=space.metric,
+                mode=space.mode,
+                scheduler=scheduler,
+                num_samples=1,
+                max_concurrent_trials=options.max_concurrent,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(folder.parent),
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=options.verbose,
+            ),
+        )
+    before = _finished_names(folder)
+    grid = tuner.fit()
+
+    results = {str(r.config["trial"]["name"]): r for r in grid if r.config}
+    outcomes, ran = [], []
+    for trial in expansion.trials:
+        outcome = _outcome(trial, results.get(trial.name), space)
+        if trial.name not in before and outcome.status != "pending":
+            ran.append(trial.name)
+        outcomes.append(outcome)
+    for o in outcomes:
+        if o.status == "finished":
+            try:
+                o.scores, fresh = _cached_scores(o, options, folder)
+            except AVRSPError as exc:
+                o.status, o.error = "eval-failed", str(exc)
+                continue
+            if fresh and o.mlflow_run_id:
+                for d, ms in o.scores.items():
+                    for m, v in ms.items():
+                        if not math.isnan(v):
+                            client.log_metric(o.mlflow_run_id, f"eval.{d}.{m}", v)
+        elif o.status == "stopped" and o.mlflow_run_id:
+            client.set_terminated(o.mlflow_run_id, status="KILLED")
+    return _finish(space, expansion, options, folder, uri, parent_id, outcomes, ran, log)
+
+
+def _finished_names(folder: Path) -> set[str]:
+    """Trials whose training already exported a model before this call."""
+    return {p.parent.name for p in (folder / TRIALS_DIR).glob("*/model.pt")}
+
+
+def _outcome(trial: Trial, result: Any, space: SearchSpace) -> TrialOutcome:
+    marker = trial.config.run_dir / "mlflow_run.json"
+    run_id = json.loads(marker.read_text())["run_id"] if marker.is_file() else ""
+    out = TrialOutcome(trial, "pending", mlflow_run_id=run_id)
+    if result is None:
+        return out
+    frame = result.metrics_dataframe
+    if frame is not None and space.metric in frame:
+        values = frame[space.metric].dropna()
+        if len(values):
+            out.metric = float(values.min() if space.mode == "min" else values.max())
+            out.epochs = int(frame["epoch"].max()) + 1 if "epoch" in frame else len(values)
+    if result.error is not None:
+        out.status, out.error = "error", str(result.error).strip().splitlines()[-1][:300]
+    elif (trial.config.run_dir / "model.pt").is_file():
+        out.status = "finished"
+    else:
+        out.status = "stopped"
+    return out
+
+
+def _finish(
+    space: SearchSpace,
+    expansion: Expansion,
+    options: SweepOptions,
+    folder: Path,
+    uri: str,
+    parent_id: str,
+    outcomes: list[TrialOutcome],
+    ran: list[str],
+    log: Callable[[str], None],
+) -> SweepResult:
+    from workflows import tracking
+
+    client = tracking.client(uri)
+    sign = 1 if space.mode == "min" else -1
+    ranked = sorted(outcomes, key=lambda o: (o.metric is None, sign * (o.metric or 0.0)))
+    rows = [
+        {
+            "trial": o.trial.name,
+            "status": o.status,
+            "values": o.trial.describe(),
+            space.metric: o.metric,
+            "epochs": o.epochs,
+            "eval": _eval_text(o.scores),
+            "error": o.error,
+        }
+        for o in ranked
+    ]
+    files = {
+        "trials.md": write_text(folder / "trials.md", trials_markdown(rows, space.metric)),
+        "trials.json": write_json(folder / "trials_results.json", rows),
+    }
+    table, spreads, measured = ablation_table(space, expansion, outcomes)
+    marked = to_markdown(table, spread=spreads, measured=measured)
+    files["table.md"] = write_text(folder / "table.md", marked)
+    files["table.csv"] = table.save(folder / "table.csv")
+    if spreads:
+        spread_table = ResultsTable(table.datasets, table.metrics, table.label_columns)
+        for i, row in enumerate(table.rows):
+            spread_table.add(row.labels, spreads.get(i, {}))
+        files["table_spread.csv"] = spread_table.save(folder / "table_spread.csv")
+    best = next((o for o in ranked if o.status == "finished" and o.metric is not None), None)
+    if best is not None:
+        files["best_config.yaml"] = write_text(
+            folder / "best_config.yaml", _best_config_yaml(best.trial.config)
+        )
+    # The parent run: the tables (each call adds its own copy), the best config.
+    table_name = _free_table_name(client, parent_id, space.ablation or "results")
+    tracking.log_table(client, parent_id, table, table_name)
+    client.log_text(parent_id, marked, f"tables/{table_name}.marked.md")
+    client.log_text(parent_id, files["trials.md"].read_text(), f"tables/{table_name}.trials.md")
+    tags = {"avrsp.trials": str(len(outcomes)),
+            "avrsp.finished": str(sum(o.status == "finished" for o in outcomes))}  # fmt: skip
+    if best is not None:
+        client.log_artifact(parent_id, str(files["best_config.yaml"]))
+        client.log_metric(parent_id, f"best_{space.metric}", float(best.metric or 0.0))
+        tags["avrsp.best_trial"] = best.trial.name
+        tags["avrsp.best_values"] = best.trial.describe()[:5000]
+    bad = [o for o in outcomes if o.status in ("error", "eval-failed", "pending")]
+    status = "FAILED" if bad else "FINISHED"
+    tracking.finish_run(uri, parent_id, status=status, tags=tags)
+    for o in bad:
+        log(f"sweep {folder.name}: trial {o.trial.name} {o.status}: {o.error}")
+    log(f"sweep {folder.name}: {len(outcomes) - len(bad)}/{len(outcomes)} trials done; {folder}")
+    return SweepResult(
+        folder.name, folder, parent_id, uri, outcomes, table, files,
+        best.trial.name if best else None, ran,
+    )  # fmt: skip
+
+
+def _eval_text(scores: dict[str, dict[str, float]]) -> str:
+    return "; ".join(
+        f"{d} CC {s['cc']:.3f}" for d, s in scores.items() if not math.isnan(s.get("cc", math.nan))
+    )
