@@ -18,12 +18,14 @@ def init_ray(
     *,
     num_cpus: int | None = None,
     packages: tuple[str, ...] = ("avrsp", "preprocessing"),
+    log_to_driver: bool = True,
 ) -> None:
     """Start or join Ray once per process (a second call does nothing).
 
     ``num_cpus``: the logical CPUs of a local Ray (default: the machine's). ``packages``:
     what a cluster's workers import from this project (the training job adds
-    ``workflows``).
+    ``workflows``). ``log_to_driver=False`` keeps the workers' output out of this
+    process's terminal (it stays in Ray's session logs).
     """
     import ray
 
@@ -32,7 +34,7 @@ def init_ray(
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
         return
     modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
-    ray.init(address=address, runtime_env={"py_modules": modules})
+    ray.init(address=address, runtime_env={"py_modules": modules}, log_to_driver=log_to_driver)

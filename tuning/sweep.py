@@ -56,7 +56,37 @@ class SweepOptions:
     workers_per_trial: int = 1  # Ray Train workers (>= 1: local mode cannot run under Tune)
     address: str | None = None
     scheduler: Literal["asha", "fifo"] | None = None  # default: fifo for ablations
-    verbose: int = 1
+    verbose: int = 0  # Tune's own status tables and the workers' output (0: one line a trial)
+
+
+def _trial_lines(log: Callable[[str], None], total: int) -> Any:
+    """A Tune callback that logs one line per trial that ends (our progress, instead of
+    Tune's status tables). Built here so that importing this module does not import Tune."""
+    from ray.tune import Callback
+
+    def label(trial: Any) -> str:
+        return str(trial.config.get("trial", {}).get("name", trial.trial_id))
+
+    class TrialLines(Callback):
+        done = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            last = trial.last_result or {}
+            shown = ", ".join(
+                f"{k} {last[k]:.4f}"
+                for k in ("val_loss", "val_cc")
+                if isinstance(last.get(k), float)
+            )
+            log(f"[{self.done}/{total}] trial {label(trial)} finished: {shown}")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            log(
+                f"[{self.done}/{total}] trial {label(trial)} FAILED (details in {trial.local_path})"
+            )
+
+    return TrialLines()
 
 
 @dataclass
@@ -361,7 +391,11 @@ def run_sweep(
     if not resumed:
         client.log_text(parent_id, space_json, "space.json")
 
-    init_ray(options.address, packages=("avrsp", "preprocessing", "workflows", "tuning"))
+    init_ray(
+        options.address,
+        packages=("avrsp", "preprocessing", "workflows", "tuning"),
+        log_to_driver=options.verbose > 0,
+    )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, step_hook=step_hook), trial_resources(options)
     )
@@ -398,6 +432,7 @@ def run_sweep(
                 storage_path=str(folder.parent),
                 failure_config=tune.FailureConfig(max_failures=0),
                 verbose=options.verbose,
+                callbacks=[_trial_lines(log, len(expansion.trials))],
             ),
         )
     before = _finished_names(folder)

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         workers_per_trial=args.workers_per_trial,
         address=args.address,
         scheduler=args.scheduler,
+        verbose=1 if getattr(args, "verbose", False) else 0,
     )
     base = build_base(args)
     if args.dry_run:
