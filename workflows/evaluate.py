@@ -196,11 +196,9 @@ def _donor_waveform(candidates: list[dict[str, Any]], sample_rate: int) -> np.nd
     return None
 
 
-def load_for_evaluation(spec: str | None, tracking_uri: str | None = None) -> LoadedModel | None:
-    """The pool's ``load``: the model of ``spec`` (None: the baseline alone)."""
-    if spec is None:
-        return None
-    return load_model(spec)
+def _no_model() -> None:
+    """The pool's ``load`` for ``--baseline centre`` alone."""
+    return None
 
 
 def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +284,11 @@ def evaluate(opts: EvalOptions, *, log: Callable[[str], None] = print) -> EvalRe
     out = _prepare_out(opts.out, opts.overwrite)
     records, failed = test_records(opts.source, opts.split, opts.fold)
     records = records[: opts.limit] if opts.limit else records
-    loaded = load_for_evaluation(opts.model) if not opts.baseline_only else None
+    spec = None if opts.baseline_only else opts.model
+    load = _no_model if spec is None else partial(load_model, spec, tracking_uri=opts.mlflow_uri)
+    loaded = load()  # a wrong --model fails here, before any replica starts
+    if loaded is not None and loaded.path is not None:
+        load = partial(load_model, str(loaded.path))  # replicas read the local file
     modes = opts.audio
     if loaded is not None and not loaded.config.model.use_audio and modes != ("real",):
         log("note: a visual-only model hears nothing; --audio modes other than real are skipped")
@@ -309,8 +311,6 @@ def evaluate(opts: EvalOptions, *, log: Callable[[str], None] = print) -> EvalRe
         }
         for r in records
     ]
-    spec = None if opts.baseline_only else opts.model
-    load = partial(load_for_evaluation, spec)
     if opts.workers == 0:
         results = run_local(lambda: loaded, score_item, items)
     else:

@@ -42,6 +42,7 @@ import numpy as np
 from avrsp.errors import AVRSPError, InputError, WeightsError
 from avrsp.inference import resolve_device
 from avrsp.io import write_json, write_text
+from workflows.export import load_model
 from workflows.predict_outputs import NpzMaps, Overlay, PngMaps, RelevanceLog
 
 #: The model ``avrsp predict`` uses without ``--model``: the demo's audio-visual one.
@@ -416,14 +417,6 @@ def output_names(files: list[Path]) -> list[str]:
     ]
 
 
-def _load(spec: str, tracking_uri: str | None = None) -> Any:
-    from workflows.export import load_model
-
-    if tracking_uri:  # only MLflow URIs (runs:/…, models:/…) read it
-        return load_model(spec, tracking_uri=tracking_uri)
-    return load_model(spec)
-
-
 def _work(options: dict[str, Any], loaded: Any, item: dict[str, Any]) -> dict[str, Any]:
     """One video of a folder (in a pool actor): the summary without the model's meta."""
     summary = predict_one(
@@ -484,7 +477,7 @@ def predict(
         taken = [out / n for n in names if existing_files(out / n)]
         if taken:
             raise InputError(_held_message(taken))
-    load = functools.partial(_load, spec, tracking_uri)
+    load = functools.partial(load_model, spec, tracking_uri=tracking_uri)
     if single:
         summary = predict_one(
             load(), source, out, options, name=names[0], say=say, progress=progress
@@ -495,7 +488,7 @@ def predict(
     loaded = load()  # a wrong --model fails here, before any worker starts
     say(f"{len(files)} videos in {source}; model {loaded.path} ({preset_of(loaded.config)})")
     # The replicas read the local file (an MLflow URI is downloaded once, here).
-    load = functools.partial(_load, str(loaded.path), None)
+    load = functools.partial(load_model, str(loaded.path))
     del loaded
     items = [
         {"name": n, "video": str(p.resolve()), "out": str(out.resolve()), "model": spec}

@@ -4,21 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from avrsp.errors import ConfigError
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw  # a bare string such as a path or a name
-    return key.strip(), value
+from workflows.commands import add_set_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,14 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run-name", help="name of the run (resume key)")
     p.add_argument("--storage", help="folder of the runs (default ./runs)")
     p.add_argument("--mlflow-uri", help="tracking URI (default MLFLOW_TRACKING_URI or SQLite)")
-    p.add_argument(
-        "--set",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config value, e.g. --set network.model.width=16 --set flip_prob=0",
-    )
+    add_set_option(p, "any config value, e.g. --set network.model.width=16 --set flip_prob=0")
     p.set_defaults(func=run)
 
 

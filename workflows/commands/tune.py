@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from avrsp.errors import ConfigError
-from workflows.commands.train import _key_value
+from workflows.commands import add_set_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,14 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default="runs/tune", help="folder of the sweeps (runs/tune)")
     p.add_argument("--name", help="sweep name (default: the space's); the resume key")
     p.add_argument("--mlflow-uri", help="tracking URI (default MLFLOW_TRACKING_URI or SQLite)")
-    p.add_argument(
-        "--set",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a training config value for every trial, e.g. --set flip_prob=0",
-    )
+    add_set_option(p, "a training config value for every trial, e.g. --set flip_prob=0")
     p.set_defaults(func=run)
 
 
