@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -28,12 +27,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from avrsp.errors import InputError
-from avrsp.io import write_json
+from preprocessing import storage
 from preprocessing.ray_runtime import init_ray
 from preprocessing.records import VideoRecord
 from preprocessing.schema import SCHEMA_VERSION
-from preprocessing.segments import SegmentOptions, VideoSummary, marker_path, write_video
+from preprocessing.segments import SegmentOptions, VideoSummary, read_marker, write_video
 from preprocessing.sources import Listing, open_source
 
 if TYPE_CHECKING:  # pydantic's models: not imported by the Ray workers (≈ 0.1 s each)
@@ -76,19 +74,10 @@ class JobReport:
         return "\n".join(lines)
 
 
-def check_output(out: str | Path) -> Path:
-    """Create ``out`` and prove it writable, before any work; InputError otherwise."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(
-            f"--out {out}: output folder cannot be created or written ({exc.strerror or exc})"
-        ) from None
-    return out
+def check_output(out: str | Path) -> str:
+    """Create ``out`` (a folder or an object-store prefix) and prove it writable, before any
+    work; InputError otherwise. Returns it as a location (:mod:`preprocessing.storage`)."""
+    return storage.check_writable(out, "--out")
 
 
 def process_record(item: dict[str, Any], *, options: str, out: str, config: str) -> dict[str, Any]:
@@ -104,7 +93,7 @@ def process_record(item: dict[str, Any], *, options: str, out: str, config: str)
 
 
 def run_ray(
-    records: list[VideoRecord], opts: SegmentOptions, out: Path, config_json: str
+    records: list[VideoRecord], opts: SegmentOptions, out: str, config_json: str
 ) -> Iterable[VideoSummary]:
     """Process ``records`` in parallel with Ray Data, yielding summaries as they finish."""
     import ray
@@ -129,7 +118,7 @@ def run_ray(
 def run_local(
     records: list[VideoRecord],
     opts: SegmentOptions,
-    out: Path,
+    out: str,
     config_json: str,
     workers: int = 1,
 ) -> Iterable[VideoSummary]:
@@ -169,14 +158,10 @@ def preprocess(
     todo: list[VideoRecord] = []
     summaries: list[VideoSummary] = []
     for record in listing.records:
-        marker = marker_path(out, record)
-        if marker.is_file():
-            try:
-                summaries.append(VideoSummary(**{**json.loads(marker.read_text())}))
-                summaries[-1].status = "done_before"
-                continue
-            except (ValueError, TypeError):
-                pass  # unreadable marker: the task redoes the video
+        done = read_marker(out, record)
+        if done is not None:
+            summaries.append(done)
+            continue
         todo.append(record)
     log(
         f"{len(listing.records)} videos listed ({len(summaries)} done before, "
@@ -189,9 +174,9 @@ def preprocess(
         else:
             summaries.extend(run_local(todo, opts, out, config_json, num_cpus or 1))
     report = _report(source, out, listing, summaries, time.perf_counter() - started)
-    write_json(out / "failures.json", report.failures)
-    write_json(
-        out / "manifest.json",
+    storage.write_json(storage.join(out, "failures.json"), report.failures)
+    storage.write_json(
+        storage.join(out, "manifest.json"),
         {
             "schema_version": SCHEMA_VERSION,
             "source": source,
@@ -211,7 +196,7 @@ def preprocess(
 
 
 def _report(
-    source: str, out: Path, listing: Listing, summaries: list[VideoSummary], seconds: float
+    source: str, out: str, listing: Listing, summaries: list[VideoSummary], seconds: float
 ) -> JobReport:
     report = JobReport(out=str(out), source=source, seconds=seconds)
     report.skipped = len(listing.skipped)

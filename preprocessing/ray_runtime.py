@@ -36,5 +36,10 @@ def init_ray(
     if not address:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
         return
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        # The driver of a submitted job (avrsp submit): the job's runtime_env already ships
+        # the project as its working_dir, which every worker of the job imports from.
+        ray.init(address=address, log_to_driver=log_to_driver)
+        return
     modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
     ray.init(address=address, runtime_env={"py_modules": modules}, log_to_driver=log_to_driver)

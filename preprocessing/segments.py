@@ -23,6 +23,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ from PIL import Image
 from avrsp.audio import audio_window
 from avrsp.errors import AVRSPError, InputError
 from avrsp.io import write_json
+from preprocessing import storage
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
 from preprocessing.media import MediaInfo, decode_audio, iter_jpeg_frames, probe
 from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
@@ -523,14 +526,56 @@ def marker_path(out: Path, record: VideoRecord) -> Path:
     return out / "done" / f"{record.key}.json"
 
 
+def _is_own_shard(name: str, stem: str) -> bool:
+    """``name`` is one of the shard files (or their temporaries) of the video ``stem``:
+    ``stem-NNNNN.parquet`` exactly, so that video ``a`` never claims ``a-1``'s files."""
+    return re.fullmatch(rf"\.?{re.escape(stem)}-\d{{5}}\.parquet(\.tmp)?", name) is not None
+
+
 def _remove_leftovers(folder: Path, stem: str) -> None:
     """Shards of a run that died before its done-marker: final names and temporaries."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
-        name = path.name.lstrip(".")
-        if name.startswith(f"{stem}-") and (name.endswith(".parquet") or ".parquet.tmp" in name):
+        if _is_own_shard(path.name, stem):
             path.unlink(missing_ok=True)
+
+
+def read_marker(out: str | Path, record: VideoRecord) -> VideoSummary | None:
+    """The summary of a video finished before (status ``done_before``), or None: no marker,
+    or an unreadable one (the video is then redone). ``out`` may be an object-store URI."""
+    location = storage.join(out, "done", f"{record.key}.json")
+    try:
+        if not storage.is_file(location):
+            return None
+        return replace(VideoSummary(**storage.read_json(location)), status="done_before")
+    except (InputError, TypeError):
+        return None
+
+
+def _write_video_remote(
+    record: VideoRecord, opts: SegmentOptions, out: str, config_json: str
+) -> VideoSummary:
+    """:func:`write_video` into an object store, which has no rename: the shards are written
+    to a local folder, the video's shard objects of an interrupted earlier attempt deleted,
+    the new ones uploaded, and the done-marker uploaded last. The marker lists the files, so
+    a reader that trusts markers never sees a half-uploaded video (:mod:`preprocessing.storage`)."""
+    done = read_marker(out, record)
+    if done is not None:
+        return done
+    with tempfile.TemporaryDirectory(prefix="avrsp-shards-") as staging:
+        summary = write_video(record, opts, staging, config_json=config_json)
+        if summary.status != "ok":
+            return summary
+        folder = storage.join(out, str(shard_folder(Path(""), record)))
+        stem = safe_name(record.video_id)
+        for old in storage.list_files(folder, suffix=".parquet"):
+            if _is_own_shard(storage.name(old), stem):
+                storage.delete(old)
+        for relative in summary.files:
+            storage.upload(Path(staging) / relative, storage.join(out, relative))
+        storage.write_json(storage.join(out, "done", f"{record.key}.json"), summary.to_dict())
+    return summary
 
 
 def write_video(
@@ -541,6 +586,8 @@ def write_video(
     A video with a done-marker is skipped (status ``done_before``, the marker's counts).
     Bad input gives status ``failed`` with the reason; its partial files are removed.
     """
+    if storage.is_uri(out):
+        return _write_video_remote(record, opts, str(out), config_json)
     out = Path(out)
     started = time.perf_counter()
     summary = VideoSummary(record.dataset, record.video_id, record.split, record.fold)

@@ -181,10 +181,23 @@ def test_cli_maps_flags_to_the_config(tmp_path: Path) -> None:
         ]
     )
     cfg = build_config(args)
-    assert (cfg.num_workers, cfg.use_gpu, cfg.run_name, cfg.data) == (2, True, "x1", tmp_path)
+    assert (cfg.num_workers, cfg.use_gpu, cfg.run_name, cfg.data) == (2, True, "x1", str(tmp_path))
     assert (cfg.network.model.width, cfg.flip_prob, cfg.epochs) == (64, 0.0, 80)
     with pytest.raises(ConfigError, match="--data"):
         build_config(build_parser().parse_args(["train", "--preset", "tiny"]))
+    # Object-store locations stay URIs (a Path would fold s3:// into s3:/).
+    remote = ["--data", "s3://b/shards", "--storage", "s3://b/runs", "--num-workers", "2"]
+    args = build_parser().parse_args(["train", *remote, "--placement-strategy", "SPREAD"])
+    cfg = build_config(args)
+    assert (cfg.data, cfg.storage_path, cfg.run_location) == (
+        "s3://b/shards",
+        "s3://b/runs",
+        "s3://b/runs/avrsp",
+    )
+    assert cfg.placement_strategy == "SPREAD"
+    assert cfg.run_dir.is_absolute() and "avrsp-runs" in str(cfg.run_dir)  # local staging
+    with pytest.raises(ConfigError, match="in-process runs"):
+        build_config(build_parser().parse_args(["train", *remote[:4]]))
 
 
 # =========================================================================== the loop, no Ray
@@ -434,7 +447,7 @@ def test_local_run_checkpoints_exports_and_tracks(stage1, monkeypatch, tmp_path:
     assert state["optimizer"]["param_groups"][0]["weight_decay"] == 1e-5
     # The exported model is the best checkpoint's weights and loads on its own.
     loaded = load_model(result.model_path, config=cfg.network)
-    best = torch.load(result.best_checkpoint / "checkpoint.pt", weights_only=True)["model"]
+    best = torch.load(Path(result.best_checkpoint) / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in best.items())
     assert load_model(result.best_checkpoint).config == cfg.network  # a checkpoint loads too
     # MLflow, read back.

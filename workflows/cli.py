@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "workflows.commands.evaluate",
     "workflows.commands.predict",
     "workflows.commands.tune",
+    "workflows.commands.submit",
 )
 #: Commands that run Ray or MLflow: their logs go to a file unless --verbose (workflows/logs.py).
 FRAMEWORK_COMMANDS = ("demo", "preprocess", "train", "evaluate", "predict", "tune")

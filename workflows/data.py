@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from avrsp.config import AVRSPConfig
 from avrsp.errors import InputError
 from avrsp.pixels import points_to_fixation_map
+from preprocessing import storage
 
 if TYPE_CHECKING:
     import ray.data
@@ -57,14 +58,30 @@ _READ_COLUMNS = (
 )
 
 
-def shards_root(data: str | Path) -> Path:
-    """The ``shards`` folder of a preprocessing output folder (or the folder itself)."""
-    data = Path(data)
-    if (data / "shards").is_dir():
-        return data / "shards"
-    if data.is_dir():
-        return data
+def shards_root(data: str | Path) -> str:
+    """The ``shards`` folder of a preprocessing output folder (or the folder itself), as a
+    location (a path or an object-store URI, :mod:`preprocessing.storage`)."""
+    inner = storage.join(data, "shards")
+    if storage.is_dir(inner):
+        return storage.as_location(inner)
+    if storage.is_dir(data):
+        return storage.as_location(data)
     raise InputError(f"--data {data}: no such folder (expected the output of avrsp preprocess)")
+
+
+def committed_files(data: str | Path) -> set[str] | None:
+    """The shard files that the done-markers of ``DATA/done/`` list, as locations; None when
+    the folder has no markers (a bare shards folder). A video's marker is written after all
+    its shards, so these are exactly the shards of finished videos (on an object store too)."""
+    data = storage.as_location(data)
+    markers = storage.list_files(storage.join(data, "done"), suffix=".json")
+    if not markers:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(16, len(markers))) as pool:  # one request each on a store
+        listed = list(pool.map(storage.read_json, markers))
+    return {storage.join(data, f) for summary in listed for f in summary.get("files", [])}
 
 
 @dataclass(frozen=True)
@@ -86,32 +103,52 @@ class SplitSpec:
         return f"{self.split} fold {'=' if self.keep_fold else '≠'} {self.fold}"
 
 
-def split_files(data: str | Path, split: str) -> list[Path]:
-    """The Parquet files of one split, sorted; InputError naming what exists when none."""
+def split_files(data: str | Path, split: str) -> list[str]:
+    """The Parquet files of one split, sorted; InputError naming what exists when none.
+
+    Where ``data`` has done-markers, a file that no marker lists (a shard of a video whose
+    upload was interrupted, or a file not written by ``avrsp preprocess``) is an error that
+    names it, before any training starts."""
     root = shards_root(data)
-    folder = root / split
-    files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
-    files = [f for f in files if not f.name.startswith(".")]
+    folder = storage.join(root, split)
+    files = storage.list_files(folder, suffix=".parquet")
     if not files:
-        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        found = storage.list_dirs(root)
         raise InputError(
             f"{folder}: no Parquet segments for split {split!r} "
             f"(splits found under {root}: {', '.join(found) or 'none'})"
         )
+    committed = committed_files(data) if root != storage.as_location(data) else None
+    if committed is not None:
+        unlisted = [f for f in files if f not in committed]
+        if unlisted:
+            more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+            raise InputError(
+                f"{unlisted[0]}{more}: not a shard of a finished video (no done-marker under "
+                f"{storage.join(data, 'done')} lists it): a file avrsp preprocess did not write, "
+                "or one of an interrupted run; remove it, or run the same avrsp preprocess "
+                "command again, which finishes that video and replaces its files"
+            )
     return files
 
 
-def datasets_of(files: list[Path]) -> list[str]:
+def datasets_of(files: list[str]) -> list[str]:
     """Dataset names of shard files (their parent folder, ``shards/<split>/<dataset>/``)."""
-    return sorted({f.parent.name for f in files})
+    return sorted({f.rstrip("/").rsplit("/", 2)[-2] for f in files})
 
 
-def check_shards(files: list[Path], config: AVRSPConfig) -> None:
+def open_parquet(location: str) -> pq.ParquetFile:
+    """A shard file by location (local or on an object store)."""
+    filesystem, path = storage.resolve(location)
+    return pq.ParquetFile(filesystem.open_input_file(path))
+
+
+def check_shards(files: list[str], config: AVRSPConfig) -> None:
     """Raise InputError when the shards were cut for another T, H, W or audio buffer."""
     inp = config.input
     first = files[0]
     try:
-        table = pq.ParquetFile(first).read_row_group(
+        table = open_parquet(first).read_row_group(
             0, columns=["schema_version", "num_frames", "height", "width", "sample_rate", "audio"]
         )
     except Exception as exc:  # pyarrow raises several types for bad files
@@ -134,11 +171,12 @@ def check_shards(files: list[Path], config: AVRSPConfig) -> None:
         "audio samples": len(row["audio"]),
     }
     # The taper is not visible in a row; the manifest records it (older ones: "span").
-    manifest = first.parents[3] / "manifest.json"  # OUT/shards/<split>/<dataset>/<file>
-    if manifest.is_file():
+    out = first.rstrip("/").rsplit("/", 4)[0]  # OUT/shards/<split>/<dataset>/<file>
+    manifest = storage.join(out, "manifest.json")
+    if storage.is_file(manifest):
         try:
-            options = json.loads(manifest.read_text()).get("options", {})
-        except (OSError, ValueError) as exc:
+            options = json.loads(storage.read_text(manifest)).get("options", {})
+        except (InputError, ValueError) as exc:
             raise InputError(f"{manifest}: cannot read the shards' manifest ({exc})") from None
         want["audio alignment"] = inp.audio_alignment
         got["audio alignment"] = options.get("audio_alignment", "span")
@@ -211,7 +249,7 @@ def flipped_batches(batches: Any, prob: float, seed: int) -> Any:
         yield flip_batch(batch, flips) if prob > 0 else batch
 
 
-def read_parquet_files(files: list[Path]) -> ray.data.Dataset:
+def read_parquet_files(files: list[str]) -> ray.data.Dataset:
     """``ray.data.read_parquet`` through Ray's classic Parquet reader.
 
     Ray 2.60's new reader (``DataContext.use_datasource_v2``) lists files by starting 32
@@ -226,14 +264,16 @@ def read_parquet_files(files: list[Path]) -> ray.data.Dataset:
     if before is not None:
         ctx.use_datasource_v2 = False
     try:
-        return ray.data.read_parquet([str(f) for f in files])
+        filesystem, _ = storage.resolve(files[0])  # one store holds a dataset's shards
+        paths = [storage.resolve(f)[1] for f in files]
+        return ray.data.read_parquet(paths, filesystem=filesystem)
     finally:
         if before is not None:
             ctx.use_datasource_v2 = before
 
 
 def segment_dataset(
-    files: list[Path],
+    files: list[str],
     config: AVRSPConfig,
     *,
     spec: SplitSpec | None = None,
@@ -271,7 +311,7 @@ def segment_dataset(
 
 
 def fixed_windows(
-    files: list[Path], count: int, config: AVRSPConfig, spec: SplitSpec | None = None
+    files: list[str], count: int, config: AVRSPConfig, spec: SplitSpec | None = None
 ) -> dict[str, np.ndarray]:
     """The first ``count`` rows of the sorted files, decoded (the same rows every epoch).
 
@@ -282,7 +322,7 @@ def fixed_windows(
     for f in files:
         if len(rows) >= count:
             break
-        table = pq.read_table(f, columns=[*_READ_COLUMNS, "fold"])
+        table = open_parquet(f).read(columns=[*_READ_COLUMNS, "fold"])
         if spec is not None and spec.fold:
             table = table.filter(
                 pc.equal(table["fold"], spec.fold)

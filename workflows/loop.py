@@ -19,6 +19,7 @@ validation figures over them; only rank 0 writes a checkpoint. This module impor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -26,10 +27,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from avrsp.config import (
     AVRSPConfig,
@@ -40,6 +48,13 @@ from avrsp.config import (
 )
 from avrsp.errors import ConfigError, InputError
 from avrsp.inference import autocast, frames_to_input
+from preprocessing import storage
+
+#: A storage location (:mod:`preprocessing.storage`): kept as text, so that ``s3://b/x``
+#: is not folded into a path; a ``Path`` given in code is accepted.
+Location = Annotated[
+    str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)
+]
 
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -70,7 +85,9 @@ class TrainConfig(BaseModel):
         None, description="stage 2: the stage-1 model (model.pt, or a checkpoint folder)"
     )
     # data
-    data: Path | None = Field(None, description="preprocess output folder (or its shards/)")
+    data: Location | None = Field(
+        None, description="preprocess output folder or object-store URI (or its shards/)"
+    )
     train_split: str = Field("train", description="split folder of the training rows")
     val_split: str = Field("val", description="split folder of the validation rows")
     fold: int = Field(
@@ -103,12 +120,17 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0, description="Ray Train workers; 0 = in-process")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="where Ray places the workers: SPREAD puts them on different nodes"
+    )
     address: str | None = Field(None, description="Ray cluster (default RAY_ADDRESS or local)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts before giving up")
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (plus the latest)")
     # bookkeeping
     run_name: str = Field("avrsp", pattern=r"^[A-Za-z0-9._-]+$")
-    storage_path: Path = Field(Path("runs"), description="runs live in STORAGE/RUN_NAME")
+    storage_path: Location = Field(
+        "runs", description="runs live in STORAGE/RUN_NAME: a folder or an object-store URI"
+    )
     mlflow_uri: str | None = Field(None, description="default MLFLOW_TRACKING_URI or SQLite")
     experiment: str = "avrsp"
     register_as: str | None = Field(
@@ -139,6 +161,12 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.stage == 2 and self.init_from is None:
             raise ValueError("init_from: stage 2 starts from a stage-1 model; name its model.pt")
+        if self.num_workers == 0 and storage.is_uri(self.storage_path):
+            raise ValueError(
+                f"storage_path: {self.storage_path} is an object store, but in-process runs "
+                "(num_workers 0) keep their checkpoints in a local folder; use Ray Train "
+                "workers (--num-workers 1 or more) or a local --storage"
+            )
         return self
 
     @property
@@ -162,7 +190,13 @@ class TrainConfig(BaseModel):
         data = read_config_file(path)
         # Relative paths in a config file are relative to the file.
         for key in ("init_from", "data"):
-            if data.get(key) and key not in overrides and not Path(data[key]).is_absolute():
+            value = data.get(key)
+            if (
+                value
+                and key not in overrides
+                and not storage.is_uri(value)
+                and not Path(value).is_absolute()
+            ):
                 data[key] = os.path.normpath(path.parent / data[key])
         return cls.from_dict(deep_merge(data, overrides), source=str(path))
 
@@ -185,8 +219,18 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json")
 
     @property
+    def run_location(self) -> str:
+        """Where the run lives: ``STORAGE/RUN_NAME``, a folder or an object-store URI."""
+        return storage.join(storage.as_location(self.storage_path), self.run_name)
+
+    @property
     def run_dir(self) -> Path:
-        return (self.storage_path / self.run_name).resolve()
+        """The run's local folder: the run itself on a file system; for an object store, a
+        local staging folder for the files the driver writes before they are uploaded."""
+        if not storage.is_uri(self.storage_path):
+            return Path(self.run_location)
+        digest = hashlib.sha256(self.run_location.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "avrsp-runs" / digest / self.run_name
 
 
 def dataset_files(cfg: TrainConfig) -> tuple[list[Path], list[Path], Any, Any]:
@@ -455,14 +499,22 @@ def training_state(
     }
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The complete checkpoint folders (``checkpoint_epoch_NNNN``) of a run, oldest first."""
+def checkpoint_locations(run: str | Path) -> list[str]:
+    """The complete checkpoint folders (``checkpoint_epoch_NNNN``) of a run, oldest first:
+    a local folder's or an object store's (both files present)."""
     found = [
-        p
-        for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
-        if (p / CHECKPOINT_FILE).is_file() and (p / METRICS_FILE).is_file()
+        storage.join(run, name)
+        for name in storage.list_dirs(run)
+        if name.startswith(CHECKPOINT_PREFIX)
+        and storage.is_file(storage.join(run, name, CHECKPOINT_FILE))
+        and storage.is_file(storage.join(run, name, METRICS_FILE))
     ]
-    return sorted(found, key=lambda p: p.name)
+    return sorted(found, key=storage.name)
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """:func:`checkpoint_locations` of a local run folder, as paths."""
+    return [Path(p) for p in checkpoint_locations(run_dir)]
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], metrics: dict[str, float]) -> Path:
@@ -495,20 +547,22 @@ def check_resume(cfg: TrainConfig) -> None:
     workers or the other way round, whose checkpoint indexes are separate)."""
     from workflows.export import config_differences
 
-    found = checkpoint_dirs(cfg.run_dir)
+    found = checkpoint_locations(cfg.run_location)
     if not found:
         return
-    stored = cfg.run_dir / TRAIN_CONFIG_FILE  # the config of the run before
-    before = json.loads(stored.read_text())["num_workers"] if stored.is_file() else cfg.num_workers
+    stored = storage.join(cfg.run_location, TRAIN_CONFIG_FILE)  # the config of the run before
+    before = (
+        storage.read_json(stored)["num_workers"] if storage.is_file(stored) else cfg.num_workers
+    )
     if (before == 0) != (cfg.num_workers == 0):
         raise ConfigError(
-            f"{cfg.run_dir}: run {cfg.run_name!r} has checkpoints of num_workers={before}; "
+            f"{cfg.run_location}: run {cfg.run_name!r} has checkpoints of num_workers={before}; "
             "in-process runs (0) and Ray Train workers keep separate checkpoint indexes: "
             "resume it the same way, or use a new --run-name"
         )
     # Every checkpoint of a run has the same network: this check keeps it so.
-    network = json.loads((found[-1] / TRAIN_CONFIG_FILE).read_text())["network"]
-    net = AVRSPConfig.from_dict(network, source=str(found[-1] / TRAIN_CONFIG_FILE))
+    last = storage.join(found[-1], TRAIN_CONFIG_FILE)
+    net = AVRSPConfig.from_dict(storage.read_json(last)["network"], source=last)
     diffs = config_differences(net, cfg.network)
     if diffs:
         raise ConfigError(
@@ -547,15 +601,16 @@ def initial_model(cfg: TrainConfig, resume: dict[str, Any] | None = None) -> Any
 
 
 def export_best(
-    cfg: TrainConfig, best: Path, meta: dict[str, Any]
+    cfg: TrainConfig, best: Path, meta: dict[str, Any], *, location: str | None = None
 ) -> tuple[Path, dict[str, float]]:
     """The best checkpoint's weights as ``RUN_DIR/model.pt`` (:func:`workflows.export.export_model`,
-    what evaluation and prediction load), with ``meta`` plus its epoch and validation loss."""
+    what evaluation and prediction load), with ``meta`` plus its epoch and validation loss.
+    ``best`` is a local folder; ``location``: where that checkpoint is stored, when elsewhere."""
     from workflows.export import export_model
 
     scores = read_metrics(best)
     meta = {**meta, "stage": cfg.stage, "epoch": int(scores["epoch"]),
-            "val_loss": float(scores["val_loss"]), "checkpoint": str(best)}  # fmt: skip
+            "val_loss": float(scores["val_loss"]), "checkpoint": location or str(best)}  # fmt: skip
     weights = load_checkpoint(best)["model"]
     return export_model(cfg.run_dir / "model.pt", weights, cfg.network, meta=meta), scores
 

@@ -31,10 +31,12 @@ import ray.train
 import ray.train.torch
 
 from avrsp.errors import AVRSPError
-from avrsp.io import write_text
+from avrsp.io import write_bytes, write_text
+from preprocessing import storage
 from preprocessing.ray_runtime import init_ray
 from workflows import loop
 from workflows.loop import TrainConfig, checkpoint_dirs, dataset_files
+from workflows.tracking import RUN_FILE
 
 __all__ = ["TrainConfig", "TrainResult", "checkpoint_dirs", "dataset_files", "train"]
 
@@ -44,9 +46,9 @@ class TrainResult:
     """What a finished training job left behind."""
 
     run_name: str
-    run_dir: Path
-    model_path: Path
-    best_checkpoint: Path
+    run_dir: Path  # local: the run; for an object store, the local staging folder
+    model_path: Path  # the local model.pt (in run_dir)
+    best_checkpoint: str  # a location (:mod:`preprocessing.storage`)
     best_epoch: int
     best_val_loss: float
     history: list[dict[str, float]]
@@ -56,6 +58,8 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str = ""  # the logged MLflow model, models:/m-…
     registered_model: str = ""  # models:/NAME/VERSION, "" when not registered
+    run_location: str = ""  # STORAGE/RUN_NAME: the run_dir, or an object-store URI
+    model_location: str = ""  # model.pt where the run lives
 
 
 class LocalModeCheckpoints:
@@ -246,10 +250,10 @@ def train(
     from workflows.models import log_mlflow_model
 
     paths = {
-        k: Path(v).resolve()
-        for k in ("storage_path", "data", "init_from")
-        if (v := getattr(config, k))
+        k: storage.as_location(v) for k in ("storage_path", "data") if (v := getattr(config, k))
     }
+    if config.init_from:
+        paths["init_from"] = Path(config.init_from).resolve()
     cfg = config.model_copy(update=paths)
     train_files, val_files, train_spec, val_spec = dataset_files(cfg)
     for files in (train_files, val_files):
@@ -263,15 +267,20 @@ def train(
         "preset": cfg.preset,
         "variant": "AV" if cfg.network.model.use_audio else "V",
         "git_commit": tracking.git_commit(),
-        "run_dir": str(run_dir),
+        "run_dir": cfg.run_location,
         "parent_run": str(parent.get("mlflow_run_id", "")),
         "parent_run_name": str(parent.get("run_name", "")),
         "init_from": str(parent.get("path", "")),
     }
     params = tracking.flatten(cfg.to_dict())
+    remote = storage.is_uri(cfg.run_location)
+    if remote:  # the driver's files of a run on an object store: staged here, uploaded
+        pull_run_files(cfg)
     run_id, resumed = tracking.start_or_resume_run(
         uri, run_dir, run_name=cfg.run_name, params=params, tags=tags, experiment=cfg.experiment
     )
+    if remote:
+        push_run_files(cfg, RUN_FILE)
 
     init_ray(cfg.address, packages=("avrsp", "preprocessing", "workflows"))
     train_ds = training_dataset(cfg, train_files, train_spec)
@@ -286,10 +295,11 @@ def train(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu and not local,
             resources_per_worker=None if local else {"CPU": cfg.cpus_per_worker},
+            placement_strategy=cfg.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=cfg.run_name,
-            storage_path=str(cfg.storage_path),
+            storage_path=cfg.storage_path,
             checkpoint_config=checkpoint_config(cfg),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or None,
@@ -299,6 +309,8 @@ def train(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / loop.TRAIN_CONFIG_FILE, cfg.model_dump_json(indent=2))
+    if remote:
+        push_run_files(cfg, loop.TRAIN_CONFIG_FILE)
     try:
         result = trainer.fit()
     except Exception as exc:
@@ -310,16 +322,25 @@ def train(
             raise type(cause)(str(cause)) from exc
         raise AVRSPError(f"training run {cfg.run_name!r} failed: {exc}") from exc
 
+    meta = {"run_name": cfg.run_name, "mlflow_run_id": run_id, "tracking_uri": uri,
+            "parent_run": parent.get("mlflow_run_id", "")}  # fmt: skip
     if local:
         store = LocalModeCheckpoints(run_dir, checkpoint_config(cfg))
         best, latest = store.best(), store.latest()
+        history = loop.load_checkpoint(latest)["history"]
+        model_path, best_metrics = loop.export_best(cfg, best, meta)
+        best_location = str(best)
     else:
-        best = Path(result.get_best_checkpoint("val_loss", "min").path)
-        latest = Path(result.checkpoint.path)
-    history = loop.load_checkpoint(latest)["history"]
-    meta = {"run_name": cfg.run_name, "mlflow_run_id": run_id, "tracking_uri": uri,
-            "parent_run": parent.get("mlflow_run_id", "")}  # fmt: skip
-    model_path, best_metrics = loop.export_best(cfg, best, meta)
+        best_checkpoint = result.get_best_checkpoint("val_loss", "min")
+        best_location = storage.join(cfg.run_location, Path(best_checkpoint.path).name)
+        with result.checkpoint.as_directory() as latest:  # a download from an object store
+            history = loop.load_checkpoint(Path(latest))["history"]
+        with best_checkpoint.as_directory() as best:
+            model_path, best_metrics = loop.export_best(
+                cfg, Path(best), meta, location=best_location
+            )
+    if remote:
+        push_run_files(cfg, model_path.name)
     try:
         logged = log_mlflow_model(
             uri,
@@ -337,14 +358,15 @@ def train(
             "command retries (the training is not repeated)"
         ) from exc
     files = [("config", run_dir / loop.TRAIN_CONFIG_FILE)]
-    tags = {"best_epoch": str(best_metrics["epoch"]), "model_path": str(model_path),
+    model_location = storage.join(cfg.run_location, model_path.name)
+    tags = {"best_epoch": str(best_metrics["epoch"]), "model_path": model_location,
             "model_uri": logged.model_uri, "registered_model": logged.registered_uri}  # fmt: skip
     tracking.finish_run(uri, run_id, status="FINISHED", files=files, tags=tags)
     return TrainResult(
         run_name=cfg.run_name,
         run_dir=run_dir,
         model_path=model_path,
-        best_checkpoint=best,
+        best_checkpoint=best_location,
         best_epoch=int(best_metrics["epoch"]),
         best_val_loss=float(best_metrics["val_loss"]),
         history=history,
@@ -354,4 +376,27 @@ def train(
         metrics=history[-1] if history else {},
         model_uri=logged.model_uri,
         registered_model=logged.registered_uri,
+        run_location=cfg.run_location,
+        model_location=model_location,
     )
+
+
+#: The files the driver keeps beside a run's checkpoints (Ray Train writes those).
+RUN_FILES = (RUN_FILE, loop.TRAIN_CONFIG_FILE, "model.pt")
+
+
+def pull_run_files(cfg: TrainConfig) -> None:
+    """For a run on an object store: fetch its driver files (those that exist) into the
+    local staging folder, so that a re-run from any machine resumes the same MLflow run."""
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # nothing of another run's staging
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES[:2]:
+        source = storage.join(cfg.run_location, name)
+        if storage.is_file(source):
+            write_bytes(cfg.run_dir / name, storage.read_bytes(source))
+
+
+def push_run_files(cfg: TrainConfig, *names: str) -> None:
+    """Upload driver files from the staging folder to the run on the object store."""
+    for name in names:
+        storage.upload(cfg.run_dir / name, storage.join(cfg.run_location, name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import Any
 
 from workflows.protocol import AUDIO_MODES
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--published", action="store_true", help="add the paper's quoted rows (Tables I–II)"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output folder")
+    p.add_argument("--out", default="runs/evaluate", help="output folder or s3://… prefix")
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.add_argument("--workers", type=int, help="model replicas (0: in this process, no Ray)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
@@ -56,12 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avrsp.inference import resolve_device
-    from workflows.evaluate import EvalOptions, evaluate
 
     device = resolve_device(args.device)
     gpus = args.gpus_per_worker
     if device == "cuda" and not gpus and args.workers != 0:
         gpus = 1.0
+    from preprocessing.storage import staged_output
+
+    with staged_output(args.out, overwrite=args.overwrite, last=("table.md", "table.csv")) as out:
+        return _run(args, out, device, gpus)
+
+
+def _run(args: argparse.Namespace, out: Any, device: str, gpus: float | None) -> int:
+    from workflows.evaluate import EvalOptions, evaluate
+
     opts = EvalOptions(
         source=args.source,
         model=args.model,
@@ -70,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         audio=tuple(args.audio),
         baseline_only=args.baseline == "centre",
         published=args.published,
-        out=args.out,
+        out=out,
         overwrite=args.overwrite,
         workers=args.workers,
         gpus_per_worker=gpus,
@@ -88,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if report.run_id:
         print(f"\nMLflow run {report.run_id}", file=sys.stderr)
     if report.failed:
-        print(
-            f"{len(report.failed)} videos failed: {report.out / 'failures.json'}", file=sys.stderr
-        )
+        print(f"{len(report.failed)} videos failed: {args.out}/failures.json", file=sys.stderr)
         return 1
     return 0

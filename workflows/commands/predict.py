@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--mlflow-uri", help="tracking URI for --model URIs (default MLFLOW_TRACKING_URI or SQLite)"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs/predict"), help="output folder (runs/predict)"
+        "--out", default="runs/predict", help="output folder or s3://… prefix (runs/predict)"
     )
     p.add_argument(
         "--format",
@@ -74,18 +74,21 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
     )
-    report = predict(
-        args.source,
-        args.out,
-        model=args.model,
-        options=options,
-        workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker,
-        address=args.address,
-        tracking_uri=args.mlflow_uri,
-        progress=not args.quiet,
-    )
+    from preprocessing.storage import staged_output
+
+    with staged_output(args.out, overwrite=args.overwrite, last=("summary.json",)) as out:
+        report = predict(
+            args.source,
+            out,
+            model=args.model,
+            options=options,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+            address=args.address,
+            tracking_uri=args.mlflow_uri,
+            progress=not args.quiet,
+        )
     if not Path(args.source).is_dir():
         result = report.results[0]
         print(
@@ -97,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
     done, failed = len(report.results), len(report.failures)
     line = f"{done} of {done + failed} videos done → {args.out}/"
     if failed:
-        line += f"; {failed} failed, listed in {args.out / 'failures.json'}"
+        line += f"; {failed} failed, listed in {args.out}/failures.json"
     print(line)
     return report.exit_code

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KIND:PATH",
         help="dhf1k:, stavis:, csv:, synthetic: or diem: followed by the dataset folder",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder, or an object store: s3://BUCKET/…")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", choices=("tiny", "paper"), default="paper")
     group.add_argument("--config", help="config file (JSON/YAML) instead of a preset")

@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--config", help="training config file (configs/stage1.yaml)")
     group.add_argument("--preset", choices=("tiny", "paper"), help="model preset (default tiny)")
-    p.add_argument("--data", help="output folder of avrsp preprocess (holds shards/)")
+    p.add_argument(
+        "--data", help="output folder of avrsp preprocess (holds shards/): a path or s3://…"
+    )
     p.add_argument("--stage", type=int, choices=(1, 2), help="1: visual; 2: from stage 1, AV")
     p.add_argument("--init-from", help="stage 2: the stage-1 model.pt")
     p.add_argument("--epochs", type=int)
@@ -35,9 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, help="Ray Train workers (0: in-process)")
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16")
+    p.add_argument(
+        "--placement-strategy",
+        choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+        help="where Ray places the workers (default PACK; SPREAD: on different nodes)",
+    )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     p.add_argument("--run-name", help="name of the run (resume key)")
-    p.add_argument("--storage", help="folder of the runs (default ./runs)")
+    p.add_argument("--storage", help="folder of the runs: a path or s3://… (default ./runs)")
     p.add_argument("--mlflow-uri", help="tracking URI (default MLFLOW_TRACKING_URI or SQLite)")
     add_set_option(p, "any config value, e.g. --set network.model.width=16 --set flip_prob=0")
     p.set_defaults(func=run)
@@ -57,6 +64,7 @@ _FLAGS = {
     "fold": "fold",
     "num_workers": "num_workers",
     "cpus_per_worker": "cpus_per_worker",
+    "placement_strategy": "placement_strategy",
     "address": "address",
     "run_name": "run_name",
     "storage": "storage_path",
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         f"NSS {m.get('val_nss', float('nan')):.3f}, SIM {m.get('val_sim', float('nan')):.3f}, "
         f"KLD {m.get('val_kld', float('nan')):.3f}, AUC-J {m.get('val_auc_judd', float('nan')):.3f}"
     )
-    print(f"model: {result.model_path}")
+    print(f"model: {result.model_location or result.model_path}")
     print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
     if result.registered_model:
         print(f"registered model: {result.registered_model} (--model for evaluate / predict)")
