@@ -209,6 +209,18 @@ def delete(location: str) -> None:
         filesystem.delete_file(path)
 
 
+def delete_tree(location: str) -> None:
+    """Remove a folder (or every object under a prefix); nothing when it is not there."""
+    if not is_uri(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    filesystem, path = resolve(location)
+    with contextlib.suppress(FileNotFoundError):
+        filesystem.delete_dir_contents(path, missing_dir_ok=True)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        filesystem.delete_dir(path)
+
+
 def check_writable(location: str, what: str = "--out") -> Location:
     """Create ``location`` (a folder) and prove it writable before any work."""
     location = as_location(location)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+# The MLflow tracking stack (PostgreSQL, moto's S3, mlflow server) for every test file.
+from services import postgres_server, s3_store, service_workspace, tracking_stack  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AVRSP_SHARED", REPO.parent / "shared"))
 

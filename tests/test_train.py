@@ -12,6 +12,7 @@ injected from here (``crash_once`` in conftest.py).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -487,8 +488,11 @@ def test_rerun_resumes_and_refuses_another_network(stage1) -> None:
     from mlflow.tracking import MlflowClient
 
     cfg, first = stage1
-    again = train(cfg.model_copy(update={"epochs": 3}))
+    said: list[str] = []
+    again = train(cfg.model_copy(update={"epochs": 3}), log=said.append)
     assert again.resumed and again.mlflow_run_id == first.mlflow_run_id
+    assert len(said) == 1 and "resuming run 'stage1' from checkpoint_epoch_0001" in said[0]
+    assert "(epoch 1 done, val loss" in said[0]
     assert [h["epoch"] for h in again.history] == [0, 1, 2]
     assert again.history[:2] == first.history  # the first two epochs were not redone
     assert again.history[-1]["global_step"] == 3
@@ -502,6 +506,24 @@ def test_rerun_resumes_and_refuses_another_network(stage1) -> None:
     width = cfg.network.model.width
     with pytest.raises(ConfigError, match=rf"stage1.*model\.width: stored {width}, given 16"):
         train(other)
+    # Other optimiser settings or other data would mix two runs in one: refused, by name.
+    # (On a copy of the run: the stage-2 test below starts from this one's model.)
+    storage = Path(cfg.storage_path).parent / "copied-runs"
+    shutil.copytree(again.run_dir, storage / cfg.run_name)
+    copy = cfg.model_copy(update={"storage_path": storage, "epochs": 4})
+    with pytest.raises(ConfigError, match=r"other settings.*lr 0\.0001 → 0\.01.*--overwrite"):
+        train(copy.model_copy(update={"lr": 0.01}))
+    elsewhere = Path(cfg.data).parent / "copied-data"
+    shutil.copytree(cfg.data, elsewhere)
+    with pytest.raises(ConfigError, match=r"other settings.*data .* → .*copied-data"):
+        train(copy.model_copy(update={"data": elsewhere}))
+    # --overwrite starts the run again: a new MLflow run, the old checkpoints gone.
+    fresh = train(
+        copy.model_copy(update={"epochs": 1, "lr": 0.01}), overwrite=True, log=said.append
+    )
+    assert not fresh.resumed and fresh.mlflow_run_id != first.mlflow_run_id
+    assert [d.name for d in checkpoint_dirs(fresh.run_dir)] == ["checkpoint_epoch_0000"]
+    assert len(said) == 1  # no "resuming" line
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from avrsp.errors import AVRSPError, ConfigError
 from avrsp.io import write_json, write_text
 from avrsp.tables import ResultsTable, canonical_metric
+from preprocessing import storage
 from tuning.spaces import Expansion, SearchSpace, Trial, expand
 from tuning.tables import MEASURED, QUOTED, to_markdown, trials_markdown
 from workflows.loop import StepHook, TrainConfig
@@ -123,7 +124,9 @@ def plan(space: SearchSpace, base: TrainConfig, options: SweepOptions) -> Expans
     from workflows.tracking import default_tracking_uri
 
     folder = sweep_folder(space, options)
-    resolved = {k: Path(v).resolve() for k in ("data", "init_from") if (v := getattr(base, k))}
+    resolved: dict[str, Any] = {"data": storage.as_location(base.data)} if base.data else {}
+    if base.init_from:
+        resolved["init_from"] = Path(base.init_from).resolve()
     workers = options.workers_per_trial
     if workers < 1:
         raise ConfigError(

@@ -49,8 +49,13 @@ def route_framework_logs(command: str, *, folder: Path | None = None) -> Path:
     os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
     # A user's own Ray Data logging config wins; one of ours from an earlier command in
     # this process (tests run several) is replaced, so each command logs to its own file.
+    # In a job on a cluster (avrsp submit) the workers on other nodes cannot open a file of
+    # this node: they keep Ray Data's own logging (Ray's session logs of their node).
     current = os.environ.get("RAY_DATA_LOGGING_CONFIG", "")
-    if not current or current.endswith(_RAY_DATA_SUFFIX):
+    in_job = bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+    if in_job and current.endswith(_RAY_DATA_SUFFIX):
+        del os.environ["RAY_DATA_LOGGING_CONFIG"]
+    elif not in_job and (not current or current.endswith(_RAY_DATA_SUFFIX)):
         os.environ["RAY_DATA_LOGGING_CONFIG"] = str(_ray_data_config(folder, path))
 
     to_file = logging.FileHandler(path)

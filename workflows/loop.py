@@ -541,15 +541,69 @@ def read_metrics(folder: Path) -> dict[str, float]:
     return json.loads((folder / METRICS_FILE).read_text())
 
 
-def check_resume(cfg: TrainConfig) -> None:
-    """Before a re-run of ``cfg.run_dir``: ConfigError when it cannot resume its checkpoints
-    (another network or input config, listing the differences; or in-process after Ray Train
-    workers or the other way round, whose checkpoint indexes are separate)."""
+#: What makes a run, beside its network: a resumed run must have the same (docs/TRAINING.md,
+#: "Re-runs"). Epochs, steps per epoch, workers' resources, logging may change on resume.
+RUN_IDENTITY = (
+    "data", "train_split", "val_split", "fold", "stage", "init_from", "flip_prob",
+    "shuffle_buffer", "deterministic", "batch_size", "lr", "weight_decay", "clip_grad_norm",
+    "lr_factor", "lr_patience", "seed",
+)  # fmt: skip
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def data_fingerprint(data: str | Path | None) -> dict[str, Any] | None:
+    """The fingerprint ``avrsp preprocess`` recorded for the shards (None when absent)."""
+    if data is None:
+        return None
+    location = storage.join(data, FINGERPRINT_FILE)
+    if not storage.is_file(location):
+        return None
+    return storage.read_json(location)
+
+
+def run_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
+    """What made a run: the :data:`RUN_IDENTITY` settings and the data's own fingerprint."""
+    values = cfg.to_dict()
+    return {
+        **{k: values[k] for k in RUN_IDENTITY},
+        "shards": data_fingerprint(cfg.data),
+    }
+
+
+def fingerprint_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for every top-level entry that differs (nested ones by name)."""
+    diffs = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            inner = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            diffs.append(f"{key} ({', '.join(inner)})")
+        else:
+            diffs.append(f"{key} {old} → {new}")
+    return diffs
+
+
+def check_resume(cfg: TrainConfig) -> str | None:
+    """Before a re-run of ``cfg.run_location``: ConfigError when it cannot resume its
+    checkpoints (another network or input config, other data or optimiser settings, listing
+    the differences; or in-process after Ray Train workers or the other way round, whose
+    checkpoint indexes are separate). Returns the checkpoint it resumes from (None: new)."""
     from workflows.export import config_differences
 
     found = checkpoint_locations(cfg.run_location)
     if not found:
-        return
+        return None
+    advice = "use a new --run-name, or --overwrite to discard the run and start it again"
+    recorded = storage.join(cfg.run_location, FINGERPRINT_FILE)
+    if storage.is_file(recorded):
+        diffs = fingerprint_differences(storage.read_json(recorded), run_fingerprint(cfg))
+        if diffs:
+            raise ConfigError(
+                f"{cfg.run_location}: run {cfg.run_name!r} was made with other settings, and "
+                f"resuming it would mix them ({'; '.join(diffs)}): {advice}"
+            )
     stored = storage.join(cfg.run_location, TRAIN_CONFIG_FILE)  # the config of the run before
     before = (
         storage.read_json(stored)["num_workers"] if storage.is_file(stored) else cfg.num_workers
@@ -567,8 +621,9 @@ def check_resume(cfg: TrainConfig) -> None:
     if diffs:
         raise ConfigError(
             f"{found[-1]}: run {cfg.run_name!r} was trained with another network config; "
-            "resuming it with this one cannot work (use a new --run-name): " + "; ".join(diffs)
+            f"resuming it with this one cannot work ({advice}): " + "; ".join(diffs)
         )
+    return found[-1]
 
 
 def stage1_metadata(cfg: TrainConfig) -> dict[str, Any]:

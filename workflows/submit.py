@@ -204,6 +204,8 @@ def submit(
     jobs = client(submission.address)
     for name in ("ray._private.runtime_env", "ray.dashboard.modules.dashboard_sdk"):
         logging.getLogger(name).setLevel(logging.WARNING)  # a line per ignored file
+    # "'.git' is now ignored by default": true, and said on every submission
+    logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
     try:
         job_id = jobs.submit_job(
             entrypoint=submission.entrypoint,

@@ -19,9 +19,11 @@ as the run's MLflow model and registers (:func:`workflows.models.log_mlflow_mode
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import ray.train
 import ray.train.torch
 
 from avrsp.errors import AVRSPError
-from avrsp.io import write_bytes, write_text
+from avrsp.io import write_bytes, write_json, write_text
 from preprocessing import storage
 from preprocessing.ray_runtime import init_ray
 from workflows import loop
@@ -236,12 +238,16 @@ def train(
     *,
     callbacks: list[Any] | None = None,
     step_hook: loop.StepHook | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Run (or resume) a training job; returns where its model, checkpoints and run are.
 
     ``callbacks``: Ray Train callbacks for the trainer's ``RunConfig`` (e.g. Tune's
     ``TuneReportCallback()`` when a Tune trial drives this run). ``step_hook(epoch, step,
     rank)`` runs on every worker before every step (the tests inject faults with it).
+    ``overwrite``: discard what the run has stored (checkpoints, model, MLflow link) and
+    start it again; without it a run resumes, and one made with other settings is refused.
     """
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -258,7 +264,17 @@ def train(
     train_files, val_files, train_spec, val_spec = dataset_files(cfg)
     for files in (train_files, val_files):
         check_shards(files, cfg.network)
-    loop.check_resume(cfg)
+    if overwrite:
+        storage.delete_tree(cfg.run_location)
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    resumed_from = loop.check_resume(cfg)
+    if resumed_from is not None:
+        done = storage.read_json(storage.join(resumed_from, loop.METRICS_FILE))
+        log(
+            f"[avrsp train] resuming run {cfg.run_name!r} from {storage.name(resumed_from)} "
+            f"(epoch {int(done['epoch'])} done, val loss {done['val_loss']:.4f}) "
+            f"in {cfg.run_location}"
+        )
     parent = loop.stage1_metadata(cfg)  # checked to fit; it tags the run
     run_dir, uri = cfg.run_dir, cfg.mlflow_uri or tracking.default_tracking_uri()
     tags = {
@@ -309,8 +325,9 @@ def train(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / loop.TRAIN_CONFIG_FILE, cfg.model_dump_json(indent=2))
+    write_json(run_dir / loop.FINGERPRINT_FILE, loop.run_fingerprint(cfg))
     if remote:
-        push_run_files(cfg, loop.TRAIN_CONFIG_FILE)
+        push_run_files(cfg, loop.TRAIN_CONFIG_FILE, loop.FINGERPRINT_FILE)
     try:
         result = trainer.fit()
     except Exception as exc:
@@ -340,7 +357,7 @@ def train(
                 cfg, Path(best), meta, location=best_location
             )
     if remote:
-        push_run_files(cfg, model_path.name)
+        push_run_files(cfg, model_path.name, model_path.with_suffix(".config.json").name)
     try:
         logged = log_mlflow_model(
             uri,
@@ -351,10 +368,12 @@ def train(
             step=int(best_metrics["epoch"]),
         )
     except Exception as exc:
+        logging.getLogger(__name__).info("logging the MLflow model failed", exc_info=True)
         tracking.finish_run(uri, run_id, status="FAILED")
         raise AVRSPError(
             f"training run {cfg.run_name!r}: {model_path} is written, but logging it as an "
-            f"MLflow model to {uri} failed ({type(exc).__name__}: {exc}); re-running the same "
+            f"MLflow model to {uri} failed ({type(exc).__name__}: {exc}{_where(exc)}); "
+            "re-running the same "
             "command retries (the training is not repeated)"
         ) from exc
     files = [("config", run_dir / loop.TRAIN_CONFIG_FILE)]
@@ -381,8 +400,17 @@ def train(
     )
 
 
+def _where(exc: BaseException) -> str:
+    """`` at FILE:LINE`` of the innermost frame that raised ``exc`` (for errors whose own
+    text does not say where, such as an ``OSError`` without a file name)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
 #: The files the driver keeps beside a run's checkpoints (Ray Train writes those).
-RUN_FILES = (RUN_FILE, loop.TRAIN_CONFIG_FILE, "model.pt")
+RUN_FILES = (RUN_FILE, loop.TRAIN_CONFIG_FILE, "model.pt", "model.config.json")
 
 
 def pull_run_files(cfg: TrainConfig) -> None:

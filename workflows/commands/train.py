@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     p.add_argument("--run-name", help="name of the run (resume key)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the run's checkpoints and model and start it again (default: resume)",
+    )
     p.add_argument("--storage", help="folder of the runs: a path or s3://… (default ./runs)")
     p.add_argument("--mlflow-uri", help="tracking URI (default MLFLOW_TRACKING_URI or SQLite)")
     add_set_option(p, "any config value, e.g. --set network.model.width=16 --set flip_prob=0")
@@ -97,7 +102,7 @@ def build_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from workflows.train import train
 
-    result = train(build_config(args))
+    result = train(build_config(args), overwrite=args.overwrite)
     m = result.metrics
     print(
         f"run {result.run_name}: {len(result.history)} epochs, best epoch {result.best_epoch} "

@@ -104,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds: need >= 1, got {args.seeds}")
+    from preprocessing.storage import is_uri
+
+    if is_uri(args.storage):
+        raise ConfigError(
+            f"--storage {args.storage}: a sweep's folder (Ray Tune's state, every trial's run, "
+            "the tables) must be a path, local or on a filesystem all nodes share; the "
+            "trials' --data may be an object-store URI"
+        )
     space = build_space(args)
     options = SweepOptions(
         storage=Path(args.storage),
