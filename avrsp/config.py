@@ -273,7 +273,15 @@ class AVRSPConfig(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> AVRSPConfig:
         """Read a JSON or YAML config file; errors name the file and the field."""
-        return cls.from_dict(read_config_file(path), source=str(path))
+        data = read_config_file(path)
+        kind = _other_kind_of_config(data, tuple(cls.model_fields))
+        if kind:
+            keys = ", ".join(list(data)[:6]) + (", …" if len(data) > 6 else "")
+            raise ConfigError(
+                f"{path}: not a model config: expected the sections "
+                f"{', '.join(cls.model_fields)} (docs/MODEL.md), found the keys {keys}; {kind}"
+            )
+        return cls.from_dict(data, source=str(path))
 
     def with_overrides(self, **dotted: Any) -> AVRSPConfig:
         """A copy with ``section.field=value`` overrides, e.g. ``model.heads=2``."""
@@ -284,6 +292,24 @@ class AVRSPConfig(_Strict):
                 raise ConfigError(f"unknown config key {key!r} (use section.field)")
             data[section][field] = value
         return AVRSPConfig.from_dict(data, source="overrides")
+
+
+def _other_kind_of_config(data: dict[str, Any], sections: tuple[str, ...]) -> str:
+    """What kind of file a mapping with none of a model config's ``sections`` seems to be
+    ("" when it may be a model config with a misspelt section): said once, instead of one
+    "Extra inputs" line per key."""
+    if set(data) & set(sections) or not data:
+        return ""
+    if {"network", "preset", "epochs"} & set(data):
+        return (
+            "it looks like a training config (`avrsp train --config`); give a model config "
+            "or a preset"
+        )
+    if isinstance(data.get("config"), dict):
+        return "its 'config' entry may be the model config (as in a manifest.json)"
+    if len(data) > len(sections):
+        return "it is some other kind of file"
+    return ""
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -316,6 +342,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: not a text file (a checkpoint such as model.pt?); expected a JSON or "
+            "YAML config"
+        ) from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

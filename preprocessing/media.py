@@ -90,7 +90,8 @@ class MediaInfo:
     stream's span; ``frame_count`` the number of video frames (packets). ``start_s`` is the
     first frame's time after the container's start (a video that starts after its audio has
     ``start_s > 0``); ``video_duration_s`` is the span from the start of the first frame to
-    the end of the last.
+    the end of the last. ``codec`` and ``container`` are FFmpeg's names of the video codec
+    and of the demuxer that read the file ("" for an image sequence listed by a reader).
     """
 
     path: Path
@@ -105,6 +106,8 @@ class MediaInfo:
     variable_frame_rate: bool
     start_s: float = 0.0
     video_duration_s: float | None = None
+    codec: str = ""
+    container: str = ""
 
     def cfr_frame_count(self, fps: float) -> int:
         """Frames that ``iter_frames(..., fps=fps)`` gives: every ``k`` with
@@ -242,6 +245,7 @@ def _probe(src: _Source) -> MediaInfo:
                     turns = _quarter_turns(frames[0]) if frames else None
         width, height = video.codec_context.width, video.codec_context.height
         nominal, declared = video.average_rate or video.guessed_rate, container.duration
+        codec, demuxer = video.codec_context.name, container.format.name
         channels, rate = (audio.channels, audio.rate) if audio is not None else (0, None)
     if not pts:
         raise InputError(f"{src.name}: the video stream has no frames")
@@ -288,7 +292,25 @@ def _probe(src: _Source) -> MediaInfo:
         variable_frame_rate=vfr,
         start_s=start,
         video_duration_s=span,
+        codec=codec,
+        container=demuxer,
     )
+
+
+def require_video(info: MediaInfo) -> None:
+    """InputError unless ``info`` describes a moving picture of 2 frames or more: a still
+    image (a PNG or JPEG renamed ``.avi``, which FFmpeg reads as a one-frame stream) or any
+    other single-frame stream is not a video to cut training windows from. The message
+    names the codec and the demuxer FFmpeg found."""
+    if (info.frame_count or 0) >= 2:
+        return
+    if not info.codec:
+        kind = f"{info.frame_count or 0} frame"
+    elif info.container.endswith("_pipe") or info.container in ("image2", "webp"):
+        kind = f"a still {info.codec} image (FFmpeg's {info.container} reader found one frame)"
+    else:
+        kind = f"a single {info.codec} frame in a {info.container} file"
+    raise InputError(f"{info.path}: not a video: {kind}; a video needs at least 2 frames")
 
 
 # --------------------------------------------------------------------------- frames

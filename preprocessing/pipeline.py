@@ -10,7 +10,8 @@ After the run the output folder holds (docs/DATA.md):
 - ``shards/…`` and ``done/…`` (see :mod:`preprocessing.segments`);
 - ``failures.json``: every video that failed, with its reason (an empty list when none);
 - ``manifest.json``: schema version, config, options, and per split the videos, windows and
-  bytes, plus the skipped videos with their reasons.
+  bytes, plus the skipped videos with their reasons and the gaze rows each written video
+  lost (``dropped_rows``).
 
 Re-running the same command resumes: videos with a done-marker are not touched again.
 """
@@ -27,9 +28,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avrsp.errors import InputError
 from preprocessing import storage
+from preprocessing.fingerprints import FINGERPRINT_FILE, differences
 from preprocessing.ray_runtime import init_ray
-from preprocessing.records import VideoRecord
+from preprocessing.records import VideoRecord, dropped_rows_text
 from preprocessing.schema import SCHEMA_VERSION
 from preprocessing.segments import SegmentOptions, VideoSummary, read_marker, write_video
 from preprocessing.sources import Listing, open_source
@@ -54,6 +57,9 @@ class JobReport:
     seconds: float = 0.0
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    skipped_videos: list[dict[str, str]] = field(default_factory=list)
+    # Written videos that lost gaze rows: dataset, video, rows, files (DroppedRows.to_list).
+    dropped_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def text(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -71,13 +77,87 @@ class JobReport:
             )
         for failure in self.failures:
             lines.append(f"  FAILED {failure['dataset']}/{failure['video']}: {failure['reason']}")
+        for skip in self.skipped_videos[:_SHOWN]:
+            lines.append(f"  SKIPPED {skip['dataset']}/{skip['video']}: {skip['reason']}")
+        for video in self.dropped_rows[:_SHOWN]:
+            text = dropped_rows_text(video["files"])
+            lines.append(f"  DROPPED ROWS {video['dataset']}/{video['video']}: {text}")
+        for what, items in (
+            ("skipped", self.skipped_videos),
+            ("with dropped rows", self.dropped_rows),
+        ):
+            if len(items) > _SHOWN:
+                lines.append(f"  … {len(items) - _SHOWN} more videos {what} in manifest.json")
         return "\n".join(lines)
+
+
+_SHOWN = 10  # skipped videos and videos with dropped rows named in the printed summary
 
 
 def check_output(out: str | Path) -> str:
     """Create ``out`` (a folder or an object-store prefix) and prove it writable, before any
     work; InputError otherwise. Returns it as a location (:mod:`preprocessing.storage`)."""
     return storage.check_writable(out, "--out")
+
+
+#: What decides the rows besides the videos: not how they are cut into files.
+_LAYOUT_ONLY = ("max_shard_bytes", "row_group_bytes")
+#: What an earlier run wrote under ``out`` (``--overwrite`` deletes these, nothing else).
+OUTPUTS = ("shards", "done", "manifest.json", "failures.json", FINGERPRINT_FILE)
+
+
+def fingerprint(
+    source: str, source_options: dict[str, Any] | None, opts: SegmentOptions
+) -> dict[str, Any]:
+    """What decides the rows of a run: the source and its options, the segment options
+    (input size, stride, target, sigma, JPEG quality, audio), the schema version."""
+    return json.loads(
+        json.dumps(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "source": source,
+                "source_options": dict(sorted((source_options or {}).items())),
+                "options": {k: v for k, v in asdict(opts).items() if k not in _LAYOUT_ONLY},
+            }
+        )
+    )  # JSON types (tuples → lists), as a stored one reads back
+
+
+def _mixed(out: str, diffs: list[str]) -> InputError:
+    return InputError(
+        f"--out {out}: holds shards made with other options ({'; '.join(diffs)}); resuming "
+        "would mix them. Use a new --out, or --overwrite to delete them and start again"
+    )
+
+
+def check_fingerprint(out: str, now: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse a run into ``out`` whose rows would differ from those already there (naming
+    each difference); ``overwrite`` deletes the earlier run's outputs instead. Then record
+    ``now``: before any video is written, so the folder never holds rows of two kinds."""
+    location = storage.join(out, FINGERPRINT_FILE)
+    if overwrite:
+        for name in OUTPUTS:
+            storage.delete_tree(storage.join(out, name))
+            storage.delete(storage.join(out, name))
+    elif storage.is_file(location):
+        diffs = differences(storage.read_json(location), now)
+        if diffs:
+            raise _mixed(out, diffs)
+        return
+    elif storage.is_file(storage.join(out, "manifest.json")):  # a run before fingerprints
+        manifest = storage.read_json(storage.join(out, "manifest.json"))
+        options = {k: v for k, v in manifest.get("options", {}).items() if k not in _LAYOUT_ONLY}
+        before = {"schema_version": manifest.get("schema_version"),
+                  "source": manifest.get("source"), "options": options}  # fmt: skip
+        diffs = differences(before, {k: now[k] for k in before})
+        if diffs:
+            raise _mixed(out, diffs)
+    elif storage.list_files(storage.join(out, "done"), suffix=".json", limit=1):
+        raise InputError(
+            f"--out {out}: holds shards of an earlier run that recorded no fingerprint, so "
+            "they cannot be checked against these options; use a new --out, or --overwrite"
+        )
+    storage.write_json(location, now)
 
 
 def process_record(item: dict[str, Any], *, options: str, out: str, config: str) -> dict[str, Any]:
@@ -147,13 +227,25 @@ def preprocess(
     address: str | None = None,
     num_cpus: int | None = None,
     use_ray: bool = True,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> JobReport:
-    """Turn the videos of ``source`` (``KIND:PATH``) into segment shards under ``out``."""
+    """Turn the videos of ``source`` (``KIND:PATH``) into segment shards under ``out``.
+
+    A re-run into the same ``out`` resumes when it would write the same rows (the same
+    fingerprint); with other options it is refused, unless ``overwrite``, which deletes
+    what the earlier run wrote and starts again."""
     started = time.perf_counter()
     out = check_output(out)
     opts = options or SegmentOptions.from_config(config)
     listing: Listing = open_source(source, **(source_options or {}))
+    maps = any(r.maps_pattern for r in listing.records)
+    if opts.target == "dataset" and listing.records and not maps:
+        raise InputError(
+            f"--target dataset: {source} ships no saliency maps of its own; use --target auto "
+            "or fixations (maps made from the gaze)"
+        )
+    check_fingerprint(out, fingerprint(source, source_options, opts), overwrite=overwrite)
     config_json = config.to_json()
     todo: list[VideoRecord] = []
     summaries: list[VideoSummary] = []
@@ -179,6 +271,7 @@ def preprocess(
         storage.join(out, "manifest.json"),
         {
             "schema_version": SCHEMA_VERSION,
+            "fingerprint": storage.read_json(storage.join(out, FINGERPRINT_FILE)),
             "source": source,
             "config": json.loads(config_json),
             "options": asdict(opts),
@@ -188,6 +281,7 @@ def preprocess(
             "failed": report.failed,
             "splits": report.splits,
             "skipped": listing.skipped,
+            "dropped_rows": report.dropped_rows,
             "seconds": round(report.seconds, 3),
         },
     )
@@ -200,6 +294,7 @@ def _report(
 ) -> JobReport:
     report = JobReport(out=str(out), source=source, seconds=seconds)
     report.skipped = len(listing.skipped)
+    report.skipped_videos = [dict(s) for s in listing.skipped]
     report.failures = [dict(f) for f in listing.failed]
     for s in summaries:
         if s.status == "failed":
@@ -207,6 +302,10 @@ def _report(
             continue
         report.ok += 1
         report.done_before += s.status == "done_before"
+        if s.dropped_rows:
+            rows = sum(f["rows"] for f in s.dropped_rows)
+            entry = {"dataset": s.dataset, "video": s.video, "rows": rows, "files": s.dropped_rows}
+            report.dropped_rows.append(entry)
         if s.status == "ok":
             report.frames += s.frames
         report.windows += s.windows

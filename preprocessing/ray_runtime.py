@@ -4,13 +4,27 @@ Without an address (and without ``RAY_ADDRESS``) a local Ray starts for the run,
 its dashboard. With one, the job joins that cluster and ships this project's packages to
 its workers (``runtime_env.py_modules``): a cluster's nodes need not have the project
 installed, only its dependencies.
+
+A local Ray is guarded (Linux): Ray kills its GCS and raylet when this process dies
+(``PR_SET_PDEATHSIG``), but not the dashboard agent and runtime-env agent the raylet
+starts. When the raylet dies unexpectedly they try for 60 s to report it to the (dead)
+GCS, in calls that block their event loop and with it their SIGTERM handler (Ray 2.60,
+``ray._private.process_watcher``). A small watcher process, started before Ray, notes the
+Ray processes below this one as they appear, and when this process has ended (normally or
+by SIGKILL) kills those still running, within about a second.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the guard's own import, not the jobs'
+    import psutil
 
 
 def init_ray(
@@ -34,6 +48,7 @@ def init_ray(
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
+        _start_guard(str(Path(ray.__file__).parent))
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
         return
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
@@ -43,3 +58,98 @@ def init_ray(
         return
     modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
     ray.init(address=address, runtime_env={"py_modules": modules}, log_to_driver=log_to_driver)
+
+
+# --------------------------------------------------------------------------- the guard
+
+_GUARD_PIPES: list[int] = []  # write ends, open until this process ends
+# Polls of the process table (6 ms each on a machine of 160 processes): often while Ray
+# starts its services and agents, then seldom. An agent started after the last poll is
+# still found at the end, by its raylet's pid.
+_FAST_POLL_S, _SLOW_POLL_S, _FAST_FOR_S = 0.25, 2.0, 30.0
+_GRACE_S = 1.0  # for Ray's own shutdown to finish before the rest is killed
+
+
+def _start_guard(ray_dir: str) -> None:
+    """Start the watcher of this process's local Ray (module docstring); Linux only."""
+    if not sys.platform.startswith("linux"):
+        return
+    read, write = os.pipe()  # not inherited by Ray's processes (close_fds, O_CLOEXEC)
+    root = str(Path(__file__).resolve().parents[1])
+    path = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    subprocess.Popen(
+        [sys.executable, "-m", "preprocessing.ray_runtime", str(os.getpid()), ray_dir],
+        stdin=read,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C at the terminal is for this process, not the guard
+        env=env,
+    )
+    os.close(read)
+    _GUARD_PIPES.append(write)
+
+
+def _command(proc: psutil.Process) -> list[str]:
+    """The command line, or [] for a process gone or not ours to read."""
+    import psutil
+
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _guard(parent: int, ray_dir: str) -> None:
+    """Watch ``parent`` until its end of the pipe on stdin closes, noting the Ray processes
+    below it (their program is in ``ray_dir``, or Ray renamed them ``ray::…``); then kill
+    those still running (SIGKILL, after :data:`_GRACE_S`)."""
+    import select
+    import signal
+    import time
+
+    import psutil
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    started = time.monotonic()
+    seen: dict[int, psutil.Process] = {}
+    raylets: set[int] = set()
+    try:
+        owner = psutil.Process(parent)
+    except psutil.Error:
+        return
+    while True:
+        fast = time.monotonic() - started < _FAST_FOR_S
+        ready, _, _ = select.select([0], [], [], _FAST_POLL_S if fast else _SLOW_POLL_S)
+        if ready and not os.read(0, 64):
+            break  # the parent has ended: its end of the pipe is closed
+        try:
+            children = owner.children(recursive=True)
+        except psutil.Error:
+            break
+        for proc in children:
+            if proc.pid in seen:
+                continue
+            args = _command(proc)
+            if " ".join(args[:3]).startswith("ray::") or ray_dir in " ".join(args[:3]):
+                seen[proc.pid] = proc
+                if os.path.basename(args[0]) == "raylet":
+                    raylets.add(proc.pid)
+    time.sleep(_GRACE_S)
+    # Agents started after the last poll were not seen: they carry their raylet's pid.
+    for proc in psutil.process_iter() if raylets else ():
+        try:
+            if proc.pid not in seen and int(proc.environ().get("RAY_RAYLET_PID", 0)) in raylets:
+                seen[proc.pid] = proc
+        except (psutil.Error, ValueError):
+            pass
+    for proc in seen.values():
+        try:
+            if proc.is_running():  # the same process (pid and start time), not a reused pid
+                proc.kill()
+        except psutil.Error:
+            pass
+
+
+if __name__ == "__main__":
+    _guard(int(sys.argv[1]), sys.argv[2])

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import numpy as np
 
@@ -78,6 +78,10 @@ class FixationSource:
       - ``gaze_csv``: rows ``video, frame, observer, x, y[, t]`` of the files in ``paths``
         whose ``video`` equals ``video_name`` (see docs/DATA.md);
       - ``diem_events``: one DIEM event file per participant in ``paths``.
+
+    ``strict``: a gaze row with a problem of its own (a cell that is not a number, a
+    negative frame, too few fields) fails the video; by default such rows are dropped and
+    counted (:class:`DroppedRows`), and the video fails only when the rest makes no window.
     """
 
     kind: FixationKind = "none"
@@ -88,6 +92,7 @@ class FixationSource:
     video_name: str | None = None
     screen: ScreenMapping | None = None
     event_code: int = DIEM_FIXATION
+    strict: bool = False
 
     def open(self, *, fps: float, native_size: tuple[int, int]) -> FixationLoader:
         """A per-frame loader for a video decoded at ``fps`` with native (H, W) frames."""
@@ -194,6 +199,7 @@ class FixationLoader:
         self.native_size = native_size
         self._table: dict[int, np.ndarray] | None = None
         self._last_frames: dict[str, int] = {}  # per gaze file: its last 0-based frame
+        self.dropped = DroppedRows()  # gaze rows left out (never filled when strict)
 
     @property
     def available(self) -> bool:
@@ -240,6 +246,13 @@ class FixationLoader:
                         f"{num_frames} frames; the gaze belongs to a video of another length"
                     )
 
+    def gaze_frames(self) -> list[int] | None:
+        """The frames that have at least one gaze point (gaze tables), None for per-frame
+        annotation files (they are not all read)."""
+        if self.source.kind not in ("gaze_csv", "diem_events"):
+            return None
+        return sorted(k for k, v in self._loaded().items() if len(v))
+
     def _loaded(self) -> dict[int, np.ndarray]:
         if self._table is None:
             self._table = self._load_table()
@@ -266,13 +279,16 @@ class FixationLoader:
 
     # -- tables
     def _load_table(self) -> dict[int, np.ndarray]:
+        dropped = None if self.source.strict else self.dropped
         if self.source.kind == "gaze_csv":
-            frames, points = read_gaze_csv(self.source.paths, self.source.video_name, fps=self.fps)
+            frames, points = read_gaze_csv(
+                self.source.paths, self.source.video_name, fps=self.fps, dropped=dropped
+            )
             if frames.size:
                 self._last_frames[", ".join(self.source.paths)] = int(frames.max())
         else:
             frames, points, last = read_diem_events(
-                self.source.paths, event_code=self.source.event_code
+                self.source.paths, event_code=self.source.event_code, dropped=dropped
             )
             self._last_frames.update(last)
             if self.source.screen is not None:
@@ -336,10 +352,159 @@ def read_mat_matrix(path: Path, variable: str) -> np.ndarray:
 
 
 CSV_COLUMNS = ("video", "frame", "observer", "x", "y")
+_CSV_EXPECTED = "video, frame, observer, x, y [, t]"
+# What a video's report keeps of its dropped rows, per file: the first line numbers and
+# the first reasons (a broken column can drop every row of a large table).
+KEPT_LINES = 20
+KEPT_REASONS = 3
+
+
+@dataclass
+class DroppedRows:
+    """Gaze rows of one video left out for a problem of their own (docs/DATA.md, "Plain
+    gaze CSV"): per file, how many, their first :data:`KEPT_LINES` line numbers and the
+    first :data:`KEPT_REASONS` reasons. :meth:`to_list` is what a video's summary holds."""
+
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, path: str | Path, line: int, reason: str) -> None:
+        entry = self.files.setdefault(
+            str(path), {"file": str(path), "rows": 0, "lines": [], "reasons": []}
+        )
+        entry["rows"] += 1
+        if len(entry["lines"]) < KEPT_LINES:
+            entry["lines"].append(line)
+        if len(entry["reasons"]) < KEPT_REASONS:
+            entry["reasons"].append(f"line {line}: {reason}")
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [
+            {**e, "lines": list(e["lines"]), "reasons": list(e["reasons"])}
+            for e in self.files.values()
+        ]
+
+
+def dropped_rows_text(entries: list[dict[str, Any]]) -> str:
+    """One line for a video's dropped rows (:meth:`DroppedRows.to_list`), e.g.
+    ``1 gaze row dropped (d/gaze.csv line 6: not a number in x='abc')``; "" when none."""
+    total = sum(e["rows"] for e in entries)
+    if not total:
+        return ""
+    parts = []
+    for e in entries:
+        lines = ", ".join(str(n) for n in e["lines"]) + (
+            ", …" if e["rows"] > len(e["lines"]) else ""
+        )
+        if e["rows"] == 1:
+            parts.append(f"{e['file']} {e['reasons'][0]}")
+        else:
+            parts.append(f"{e['file']}: {e['rows']} rows, lines {lines}; {'; '.join(e['reasons'])}")
+    return f"{total} gaze row{'s' if total > 1 else ''} dropped ({' | '.join(parts)})"
+
+
+def frame_ranges(frames: Iterable[int], limit: int = 8) -> str:
+    """Sorted frame numbers as ranges: ``[0, 1, 2, 3, 9]`` → ``0–3, 9``; at most ``limit``
+    pieces, then ``…``."""
+    pieces: list[str] = []
+    frames = sorted(set(frames))
+    i = 0
+    while i < len(frames):
+        j = i
+        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
+            j += 1
+        pieces.append(str(frames[i]) if i == j else f"{frames[i]}–{frames[j]}")
+        i = j + 1
+    return ", ".join(pieces[:limit]) + (", …" if len(pieces) > limit else "")
+
+
+def gaze_csv_columns(path: str | Path, header: list[str]) -> dict[str, int]:
+    """Where the columns of a gaze CSV are: ``{name: index}`` of video, frame (absent when
+    only ``t`` is given), observer, x, y and t (when given). InputError naming the file for
+    an empty file or missing columns."""
+    header = [h.strip() for h in header]
+    if not header or header == [""]:
+        raise InputError(
+            f"{path}: gaze CSV is empty (no header line); expected the columns {_CSV_EXPECTED}"
+        )
+    has_t = "t" in header
+    missing = [c for c in CSV_COLUMNS if c not in header and not (c == "frame" and has_t)]
+    if missing:
+        raise InputError(
+            f"{path}: gaze CSV lacks column(s) {', '.join(missing)} (header: "
+            f"{', '.join(header)}); expected {_CSV_EXPECTED}"
+        )
+    wanted = (*CSV_COLUMNS, "t")
+    return {name: header.index(name) for name in wanted if name in header}
+
+
+def open_gaze_csv(path: str | Path) -> TextIO:
+    """A gaze CSV opened for :mod:`csv` (a byte-order mark, as Excel writes, is dropped)."""
+    try:
+        return open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read gaze file ({exc.strerror})") from None
+
+
+def read_gaze_header(path: str | Path) -> dict[str, int]:
+    """The checked columns of a gaze CSV (:func:`gaze_csv_columns`), reading one line."""
+    with open_gaze_csv(path) as handle:
+        try:
+            return gaze_csv_columns(path, next(csv.reader(handle), []))
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: gaze CSV is not a text file") from None
+
+
+def _frame_index(text: str) -> int | str:
+    """A frame cell as an int, or the reason it is not one (``"3.0"`` is frame 3)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return f"not a number in frame={text!r}"
+    if not value.is_integer():
+        return f"not a whole frame index in frame={text!r} (a time in seconds goes in column t)"
+    return int(value)
+
+
+def _coordinate(name: str, text: str) -> float | str:
+    """A coordinate cell as a float, or the reason it is not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return f"not a number in {name}={text!r}"
+    return value if math.isfinite(value) else f"not a finite number in {name}={text!r}"
+
+
+def _row_problem(
+    x_text: str, y_text: str, t_text: str, row: list[str], i_frame: int | None
+) -> str | tuple[int, float, float, float]:
+    """Why a gaze row is bad, or its (frame, t, x, y) when only the fast path missed it."""
+    x, y = _coordinate("x", x_text), _coordinate("y", y_text)
+    frame: int | str = -1
+    t: float | str = math.nan
+    if t_text:
+        t = _coordinate("t", t_text)
+    elif i_frame is None or not row[i_frame].strip():
+        frame = "no frame index and no time t"
+    else:
+        frame = _frame_index(row[i_frame].strip())
+        if isinstance(frame, int) and frame < 0:
+            frame = f"negative frame index in frame={row[i_frame].strip()!r}"
+    for value in (x, y, t, frame):
+        if isinstance(value, str):
+            return value
+    return frame, t, x, y  # type: ignore[return-value]
 
 
 def read_gaze_csv(
-    paths: Iterable[str], video_name: str | None, *, fps: float
+    paths: Iterable[str],
+    video_name: str | None,
+    *,
+    fps: float,
+    dropped: DroppedRows | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaze rows of one video from plain CSV files (docs/DATA.md, "Plain gaze CSV").
 
@@ -348,75 +513,89 @@ def read_gaze_csv(
     centred at k / fps, avrsp.audio; :func:`preprocessing.media.frame_at_time`). Rows with
     an empty x or y (lost tracking) are skipped, as are blank lines.
 
+    A row with a problem of its own (too few fields; x, y or t not a finite number; a
+    frame that is not a whole number or is negative) raises :class:`InputError` naming the
+    file and line, or, given ``dropped``, is left out and recorded there. A file without a
+    header or without the needed columns always raises.
+
     Plain :func:`csv.reader` rows by column index, numbers converted per row and frame
     times in one vectorised step: a few ms for a video's table of thousands of rows.
     """
     from preprocessing.media import frame_at_time
+
+    def bad(path: str, line: int, reason: str) -> None:
+        if dropped is None:
+            raise InputError(f"{path}, line {line}: {reason}")
+        dropped.add(path, line, reason)
 
     paths = list(paths)
     frames: list[int] = []  # the frame column; -1 where the row's time decides
     times: list[float] = []  # the time column; nan where the frame column decides
     xs: list[float] = []
     ys: list[float] = []
+    timed_at: dict[int, tuple[str, int]] = {}  # kept rows with a time: (file, line)
     for path in paths:
-        try:
-            handle = open(path, newline="")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read gaze file ({exc.strerror})") from None
-        with handle:
+        with open_gaze_csv(path) as handle:
             reader = csv.reader(handle)
-            header = [h.strip() for h in next(reader, [])]
-            has_t = "t" in header
-            missing = [c for c in CSV_COLUMNS if c not in header and not (c == "frame" and has_t)]
-            if missing:
-                raise InputError(
-                    f"{path}: gaze CSV lacks column(s) {', '.join(missing)}; "
-                    f"expected {', '.join(CSV_COLUMNS)} [, t]"
-                )
-            iv, ix, iy = header.index("video"), header.index("x"), header.index("y")
-            i_frame = header.index("frame") if "frame" in header else None
-            i_t = header.index("t") if has_t else None
-            needed = max(iv, ix, iy, i_frame or 0, i_t or 0) + 1
+            try:
+                header = next(reader, [])
+            except UnicodeDecodeError:
+                raise InputError(f"{path}: gaze CSV is not a text file") from None
+            cols = gaze_csv_columns(path, header)
+            iv, ix, iy = cols["video"], cols["x"], cols["y"]
+            i_frame, i_t = cols.get("frame"), cols.get("t")
+            needed = max(cols.values()) + 1
             seen_name, seen_match = None, False  # a table repeats one name row after row
             for line, row in enumerate(reader, start=2):
-                if not row:
+                if not row or (len(row) == 1 and not row[0].strip()):
                     continue
-                if len(row) < needed:
-                    raise InputError(
-                        f"{path}, line {line}: {len(row)} fields, the header has {len(header)}"
-                    )
-                if video_name is not None:
+                if video_name is not None and len(row) > iv:
                     name = row[iv]
                     if name != seen_name:
                         seen_name, seen_match = name, video_key(name) == video_name
                     if not seen_match:
                         continue
-                x, y = row[ix].strip(), row[iy].strip()
-                if not x or not y:
+                if len(row) < needed:
+                    bad(path, line, f"{len(row)} fields, the header has {len(header)}")
                     continue
-                t = row[i_t].strip() if i_t is not None else ""
-                try:
-                    xs.append(float(x))
-                    ys.append(float(y))
-                    if t:
-                        times.append(float(t))
-                        frames.append(-1)
+                x_text, y_text = row[ix].strip(), row[iy].strip()
+                if not x_text or not y_text:
+                    continue
+                t_text = row[i_t].strip() if i_t is not None else ""
+                try:  # the common case, at the speed of plain conversions
+                    x, y = float(x_text), float(y_text)
+                    if t_text:
+                        t, frame = float(t_text), -1
                     else:
-                        if i_frame is None:
-                            raise ValueError("no time and no frame column")
-                        frames.append(int(row[i_frame]))
-                        times.append(math.nan)
-                except ValueError:
-                    fields = ", ".join(f"{h}={v!r}" for h, v in zip(header, row, strict=False))
-                    raise InputError(f"{path}, line {line}: not a number in {fields}") from None
+                        t, frame = math.nan, int(row[i_frame])  # type: ignore[index]
+                    good = frame >= -1 and math.isfinite(x + y) and not math.isinf(t)
+                    good = good and (frame >= 0 or not math.isnan(t))
+                except (ValueError, TypeError):
+                    good = False
+                if not good:
+                    problem = _row_problem(x_text, y_text, t_text, row, i_frame)
+                    if isinstance(problem, str):
+                        bad(path, line, problem)
+                        continue
+                    frame, t, x, y = problem  # a frame such as "3.0"
+                if t_text:
+                    timed_at[len(xs)] = (path, line)
+                xs.append(x)
+                ys.append(y)
+                times.append(t)
+                frames.append(frame)
     frame_arr = np.asarray(frames, dtype=np.int64)
     time_arr = np.asarray(times, dtype=np.float64)
     timed = ~np.isnan(time_arr)
     if timed.any():
         frame_arr[timed] = frame_at_time(time_arr[timed], fps)
-    if (frame_arr < 0).any():
-        raise InputError(f"{', '.join(paths)}: negative frame index for video {video_name!r}")
     points = np.stack([np.asarray(xs, np.float32), np.asarray(ys, np.float32)], axis=1)
+    before = frame_arr < 0  # only times can give these: a negative frame is a bad row above
+    if before.any():
+        for k in np.flatnonzero(before):
+            path, line = timed_at[int(k)]
+            bad(path, line, f"t={time_arr[k]:g} s is before the first frame")
+        frame_arr, points = frame_arr[~before], points[~before]
     return frame_arr, points.reshape(-1, 2)
 
 
@@ -431,32 +610,29 @@ def video_key(name: str) -> str:
     return path.stem if path.suffix.lower() in VIDEO_SUFFIXES else name
 
 
+_DIEM_FIELDS = 9  # frame, left x/y/dil/event, right x/y/dil/event
+
+
 def read_diem_events(
-    paths: Iterable[str], *, event_code: int = DIEM_FIXATION
+    paths: Iterable[str], *, event_code: int = DIEM_FIXATION, dropped: DroppedRows | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Fixation samples of DIEM-style per-participant event files, in screen pixels.
 
     Each line: ``frame left_x left_y left_dil left_event right_x right_y right_dil
     right_event`` (frames 1-based at the video's rate; events -1 error, 0 blink,
     1 fixation, 2 saccade). One point per participant and frame: the mean of the eyes whose
-    event is ``event_code``.
+    event is ``event_code``. A line with too few fields, a field that is not a number or a
+    frame that is not a positive whole number raises :class:`InputError` naming the file
+    and line, or, given ``dropped``, is left out and recorded there.
     Returns ``(frames int64 [N] 0-based, points float32 [N, 2], {file: last 0-based frame})``.
     """
     frames_out: list[np.ndarray] = []
     points_out: list[np.ndarray] = []
     last_frames: dict[str, int] = {}
     for path in paths:
-        try:
-            table = np.loadtxt(path, dtype=np.float64, ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read DIEM event file ({exc})") from None
+        table = _diem_table(str(path), dropped)
         if table.size == 0:
             continue
-        if table.shape[1] < 9:
-            raise InputError(
-                f"{path}: DIEM event file needs 9 columns (frame, left x/y/dil/event, "
-                f"right x/y/dil/event), found {table.shape[1]}"
-            )
         last_frames[str(path)] = int(table[:, 0].max()) - 1
         left = table[:, 4] == event_code
         right = table[:, 8] == event_code
@@ -471,6 +647,61 @@ def read_diem_events(
         return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), last_frames
     frames = np.concatenate(frames_out)
     return frames, np.concatenate(points_out).astype(np.float32), last_frames
+
+
+def _diem_table(path: str, dropped: DroppedRows | None) -> np.ndarray:
+    """The event file as ``float64 [N, 9]``: NumPy's reader for a clean file, line by line
+    (naming the bad lines) otherwise."""
+    try:
+        table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read DIEM event file ({exc.strerror or exc})") from None
+    except ValueError:
+        return _diem_lines(path, dropped)
+    if table.size == 0:
+        return np.zeros((0, _DIEM_FIELDS))
+    if table.shape[1] < _DIEM_FIELDS:
+        raise InputError(
+            f"{path}: DIEM event file needs 9 columns (frame, left x/y/dil/event, "
+            f"right x/y/dil/event), found {table.shape[1]}"
+        )
+    frame = table[:, 0]
+    if not (np.isfinite(frame) & (frame >= 1) & (frame == np.floor(frame))).all():
+        return _diem_lines(path, dropped)
+    return table[:, :_DIEM_FIELDS]
+
+
+def _diem_lines(path: str, dropped: DroppedRows | None) -> np.ndarray:
+    rows: list[list[float]] = []
+    try:
+        handle = open(path, errors="replace")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read DIEM event file ({exc.strerror})") from None
+    with handle:
+        for line, text in enumerate(handle, start=1):
+            fields = text.split("#", 1)[0].split()  # comments as NumPy's reader skips them
+            if not fields:
+                continue
+            reason = None
+            values: list[float] = []
+            if len(fields) < _DIEM_FIELDS:
+                reason = f"{len(fields)} fields, a DIEM event line has {_DIEM_FIELDS}"
+            else:
+                for k, text_value in enumerate(fields[:_DIEM_FIELDS]):
+                    try:
+                        values.append(float(text_value))
+                    except ValueError:
+                        reason = f"not a number in field {k + 1} ({text_value!r})"
+                        break
+            if reason is None and not (values[0] >= 1 and float(values[0]).is_integer()):
+                reason = f"frame {fields[0]!r} is not a frame number (DIEM counts from 1)"
+            if reason is not None:
+                if dropped is None:
+                    raise InputError(f"{path}, line {line}: {reason}")
+                dropped.add(path, line, reason)
+                continue
+            rows.append(values)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, _DIEM_FIELDS)
 
 
 def find_video_file(folder: Path, stem: str | None = None) -> Path | None:

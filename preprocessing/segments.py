@@ -42,8 +42,15 @@ from avrsp.errors import AVRSPError, InputError
 from avrsp.io import write_json
 from preprocessing import storage
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
-from preprocessing.media import MediaInfo, decode_audio, iter_jpeg_frames, probe
-from preprocessing.records import FixationLoader, VideoRecord, read_gray_image, safe_name
+from preprocessing.media import MediaInfo, decode_audio, iter_jpeg_frames, probe, require_video
+from preprocessing.records import (
+    FixationLoader,
+    VideoRecord,
+    dropped_rows_text,
+    frame_ranges,
+    read_gray_image,
+    safe_name,
+)
 from preprocessing.schema import SCHEMA, SCHEMA_VERSION, encode_map_png, rows_to_table
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,8 @@ class SegmentOptions:
             raise InputError(f"max_shard_bytes must be >= 64 KiB, got {self.max_shard_bytes}")
         if self.target not in ("auto", "fixations", "dataset"):
             raise InputError(f"target must be auto, fixations or dataset, got {self.target!r}")
+        if self.sigma_px is not None and not 0 < self.sigma_px < float("inf"):
+            raise InputError(f"sigma_px must be a positive number of pixels, got {self.sigma_px}")
 
     @classmethod
     def from_config(cls, config: AVRSPConfig, **overrides: Any) -> SegmentOptions:
@@ -127,6 +136,8 @@ class VideoSummary:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Gaze rows left out (preprocessing.records.DroppedRows.to_list): file, rows, lines, reasons.
+    dropped_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,6 +292,7 @@ class _Counters:
     dropped: int = 0
     without_target: int = 0
     frames: int = 0
+    loader: FixationLoader | None = None  # its dropped gaze rows go to the summary
 
 
 def iter_segments(
@@ -309,7 +321,9 @@ def _iter_rows(
 ) -> Iterator[dict[str, Any]]:
     if notes is not None:
         notes.extend(media.notes)
+    require_video(media.info)  # a still image renamed .avi is not a video
     loader: FixationLoader = record.fixations.open(fps=media.fps, native_size=media.native_size)
+    counters.loader = loader
     use_maps = opts.target != "fixations" and record.maps_pattern is not None
     if opts.target == "dataset" and record.maps_pattern is None:
         raise InputError(f"{record.dataset}/{record.video_id}: target=dataset but no maps shipped")
@@ -406,6 +420,16 @@ def _iter_rows(
             f"{record.dataset}/{record.video_id}: all {counters.points} gaze points of the "
             f"windows' last frames fall outside the {w}×{h} frame (wrong coordinates or "
             "screen size?)"
+        )
+    ends = range(T - 1, count, opts.stride) if count >= T else [count - 1]
+    if counters.without_target == len(ends):
+        gaze = loader.gaze_frames()  # None: per-frame annotation files
+        where = f"; its gaze is on frames {frame_ranges(gaze)}" if gaze else ""
+        where = "; it has no gaze point at all" if gaze == [] else where
+        raise InputError(
+            f"{record.dataset}/{record.video_id}: no window has a target map: none of the "
+            f"last frames of its {len(ends)} windows ({frame_ranges(ends)}) has a map or a "
+            f"fixation{where}"
         )
 
 
@@ -643,6 +667,10 @@ def write_video(
     summary.fixations_dropped = counters.dropped
     summary.windows_without_target = counters.without_target
     summary.notes = notes
+    if counters.loader is not None:
+        summary.dropped_rows = counters.loader.dropped.to_list()
+        if summary.status == "failed" and summary.dropped_rows:
+            summary.reason += f"; {dropped_rows_text(summary.dropped_rows)}"
     summary.seconds = round(time.perf_counter() - started, 3)
     if summary.status == "ok":
         write_json(marker, summary.to_dict())

@@ -336,9 +336,8 @@ def test_csv_missing_columns_is_clear(tmp_path: Path) -> None:
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "a.mp4").write_bytes(b"")
     (tmp_path / "gaze.csv").write_text("video,frame,x,y\na,0,1,1\n")
-    rec = open_source(f"csv:{tmp_path}").records[0]
-    with pytest.raises(InputError, match=r"lacks column.*observer"):
-        rec.fixations.open(fps=10, native_size=NATIVE)(0)
+    with pytest.raises(InputError, match=r"gaze.csv: gaze CSV lacks column.*observer"):
+        open_source(f"csv:{tmp_path}")  # at listing, before any video is decoded
 
 
 def test_diem_events_screen_mapping_and_length(tmp_path: Path) -> None:

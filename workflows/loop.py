@@ -49,6 +49,7 @@ from avrsp.config import (
 from avrsp.errors import ConfigError, InputError
 from avrsp.inference import autocast, frames_to_input
 from preprocessing import storage
+from preprocessing.fingerprints import FINGERPRINT_FILE, differences
 
 #: A storage location (:mod:`preprocessing.storage`): kept as text, so that ``s3://b/x``
 #: is not folded into a path; a ``Path`` given in code is accepted.
@@ -548,7 +549,6 @@ RUN_IDENTITY = (
     "shuffle_buffer", "deterministic", "batch_size", "lr", "weight_decay", "clip_grad_norm",
     "lr_factor", "lr_patience", "seed",
 )  # fmt: skip
-FINGERPRINT_FILE = "fingerprint.json"
 
 
 def data_fingerprint(data: str | Path | None) -> dict[str, Any] | None:
@@ -570,21 +570,6 @@ def run_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def fingerprint_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key: old → new`` for every top-level entry that differs (nested ones by name)."""
-    diffs = []
-    for key in sorted(set(before) | set(now)):
-        old, new = before.get(key), now.get(key)
-        if old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            inner = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-            diffs.append(f"{key} ({', '.join(inner)})")
-        else:
-            diffs.append(f"{key} {old} → {new}")
-    return diffs
-
-
 def check_resume(cfg: TrainConfig) -> str | None:
     """Before a re-run of ``cfg.run_location``: ConfigError when it cannot resume its
     checkpoints (another network or input config, other data or optimiser settings, listing
@@ -598,7 +583,7 @@ def check_resume(cfg: TrainConfig) -> str | None:
     advice = "use a new --run-name, or --overwrite to discard the run and start it again"
     recorded = storage.join(cfg.run_location, FINGERPRINT_FILE)
     if storage.is_file(recorded):
-        diffs = fingerprint_differences(storage.read_json(recorded), run_fingerprint(cfg))
+        diffs = differences(storage.read_json(recorded), run_fingerprint(cfg))
         if diffs:
             raise ConfigError(
                 f"{cfg.run_location}: run {cfg.run_name!r} was made with other settings, and "

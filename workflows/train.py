@@ -35,6 +35,7 @@ import ray.train.torch
 from avrsp.errors import AVRSPError
 from avrsp.io import write_bytes, write_json, write_text
 from preprocessing import storage
+from preprocessing.fingerprints import FINGERPRINT_FILE
 from preprocessing.ray_runtime import init_ray
 from workflows import loop
 from workflows.loop import TrainConfig, checkpoint_dirs, dataset_files
@@ -325,9 +326,9 @@ def train(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / loop.TRAIN_CONFIG_FILE, cfg.model_dump_json(indent=2))
-    write_json(run_dir / loop.FINGERPRINT_FILE, loop.run_fingerprint(cfg))
+    write_json(run_dir / FINGERPRINT_FILE, loop.run_fingerprint(cfg))
     if remote:
-        push_run_files(cfg, loop.TRAIN_CONFIG_FILE, loop.FINGERPRINT_FILE)
+        push_run_files(cfg, loop.TRAIN_CONFIG_FILE, FINGERPRINT_FILE)
     try:
         result = trainer.fit()
     except Exception as exc:

@@ -31,6 +31,9 @@ from preprocessing.records import (
     ScreenMapping,
     VideoRecord,
     find_video_file,
+    gaze_csv_columns,
+    open_gaze_csv,
+    read_gaze_header,
     video_key,
 )
 from preprocessing.sources.common import Listing
@@ -59,29 +62,44 @@ def read_splits(path: Path) -> dict[str, tuple[str, int]]:
 
 
 def _gaze_videos(paths: list[Path]) -> dict[str, list[str]]:
-    """Which clips each gaze CSV file mentions: ``{clip: [file, …]}`` (one cheap pass)."""
+    """Which clips each gaze CSV file mentions: ``{clip: [file, …]}`` (one cheap pass that
+    also checks each file's header: an unusable file is an error before any work)."""
     seen: dict[str, list[str]] = {}
     for path in paths:
-        try:
-            with open(path, newline="") as handle:
-                reader = csv.reader(handle)
-                header = [h.strip() for h in next(reader, [])]
-                if "video" not in header:
-                    raise InputError(
-                        f"{path}: gaze CSV has no 'video' column (header {header}); expected "
-                        "video, frame, observer, x, y [, t]"
-                    )
-                col = header.index("video")
-                clips = {video_key(row[col]) for row in reader if len(row) > col}
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read gaze file ({exc.strerror})") from None
+        with open_gaze_csv(path) as handle:
+            reader = csv.reader(handle)
+            try:
+                col = gaze_csv_columns(path, next(reader, []))["video"]
+                clips = {
+                    video_key(row[col]) for row in reader if len(row) > col and row[col].strip()
+                }
+            except UnicodeDecodeError:
+                raise InputError(f"{path}: gaze CSV is not a text file") from None
         for clip in clips:
             seen.setdefault(clip, []).append(str(path))
     return seen
 
 
-def read_csv(root: str | Path, *, dataset: str | None = None) -> Listing:
-    """List the clips of a plain-CSV gaze folder (module docstring)."""
+def _check_headers(paths: list[Path]) -> None:
+    """Every per-clip gaze file has the needed columns; one error names all that do not."""
+    problems = []
+    for path in paths:
+        try:
+            read_gaze_header(path)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        more = f" (and {len(problems) - 3} more files)" if len(problems) > 3 else ""
+        raise InputError("; ".join(problems[:3]) + more)
+
+
+def read_csv(root: str | Path, *, dataset: str | None = None, strict: bool = False) -> Listing:
+    """List the clips of a plain-CSV gaze folder (module docstring).
+
+    Gaze files are checked here, before any video is decoded: a folder without any gaze
+    CSV, and a CSV that is empty or lacks a column, are errors. ``strict``: a bad gaze row
+    fails its video instead of being dropped (:class:`preprocessing.records.FixationSource`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: gaze folder does not exist")
@@ -90,7 +108,15 @@ def read_csv(root: str | Path, *, dataset: str | None = None) -> Listing:
     per_clip_dir = root / "gaze"
     shared = sorted(root.glob("*.csv"))
     shared = [p for p in shared if p.name != "splits.csv"]
+    own_files = sorted(per_clip_dir.glob("*.csv")) if per_clip_dir.is_dir() else []
+    if videos and not shared and not own_files:
+        raise InputError(
+            f"{root}: no gaze CSV: expected {root / 'gaze.csv'} (or other {root}/*.csv) or "
+            f"one {per_clip_dir}/<clip>.csv per video, columns video, frame, observer, x, y "
+            "[, t] (docs/DATA.md)"
+        )
     seen = _gaze_videos(shared)
+    _check_headers([p for p in own_files if p.stem in {v.stem for v in videos}])
     splits = read_splits(root / "splits.csv")
     name = dataset or _dataset_name(root)
     listing = Listing()
@@ -99,7 +125,13 @@ def read_csv(root: str | Path, *, dataset: str | None = None) -> Listing:
         own = per_clip_dir / f"{clip}.csv"
         paths = [str(own)] if own.is_file() else seen.get(clip, [])
         if not paths:
-            listing.fail(name, clip, f"{video}: no gaze rows for video {clip!r} in {root}")
+            searched = ", ".join(p.name for p in shared) or "no shared CSV"
+            listing.fail(
+                name,
+                clip,
+                f"{video}: no gaze rows for video {clip!r} in {root} ({searched}; "
+                f"no {per_clip_dir.name}/{clip}.csv)",
+            )
             continue
         split, fold = splits.get(clip, ("train", 0))
         listing.records.append(
@@ -110,10 +142,13 @@ def read_csv(root: str | Path, *, dataset: str | None = None) -> Listing:
                 fold=fold,
                 frames=str(video),
                 audio=str(video),
-                fixations=FixationSource(kind="gaze_csv", paths=tuple(paths), video_name=clip),
+                fixations=FixationSource(
+                    kind="gaze_csv", paths=tuple(paths), video_name=clip, strict=strict
+                ),
             )
         )
-    for clip in sorted(set(seen) - {v.stem for v in videos}):
+    own_clips = {p.stem for p in own_files}
+    for clip in sorted((set(seen) | own_clips) - {v.stem for v in videos}):
         listing.skip(name, clip, f"gaze rows but no video file in {video_dir}")
     return listing
 
@@ -131,12 +166,14 @@ def _dataset_name(root: Path) -> str:
     return root.resolve().name
 
 
-def read_synthetic(root: str | Path, *, dataset: str | None = None) -> Listing:
+def read_synthetic(
+    root: str | Path, *, dataset: str | None = None, strict: bool = False
+) -> Listing:
     """The folder ``avrsp synth`` writes: plain CSV layout plus ``synthetic.json``."""
     root = Path(root)
     if not (root / "synthetic.json").is_file():
         raise InputError(f"{root}: no synthetic.json; is this a folder written by `avrsp synth`?")
-    return read_csv(root, dataset=dataset or _dataset_name(root))
+    return read_csv(root, dataset=dataset or _dataset_name(root), strict=strict)
 
 
 def read_diem(
@@ -146,11 +183,13 @@ def read_diem(
     fit: bool = True,
     event_code: int = DIEM_FIXATION,
     dataset: str = "DIEM",
+    strict: bool = False,
 ) -> Listing:
     """List DIEM-style clips: a video and per-participant event files per folder.
 
     ``screen`` = (width, height) of the display in pixels, or a ``screen.json``
-    (``{"width": …, "height": …, "fit": true}``) in ``root``.
+    (``{"width": …, "height": …, "fit": true}``) in ``root``. ``strict``: a bad event line
+    fails its video instead of being dropped.
     """
     root = Path(root)
     if not root.is_dir():
@@ -167,6 +206,10 @@ def read_diem(
             screen, fit = (int(data["width"]), int(data["height"])), bool(data.get("fit", True))
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{meta}: needs integer width and height ({exc})") from None
+    if min(screen) < 1:
+        raise InputError(
+            f"{root}: screen size must be positive pixels WIDTHxHEIGHT, got {screen[0]}x{screen[1]}"
+        )
     mapping = ScreenMapping(screen_width=screen[0], screen_height=screen[1], fit=fit)
     splits = read_splits(root / "splits.csv")
     listing = Listing()
@@ -196,6 +239,7 @@ def read_diem(
                     paths=tuple(str(p) for p in events),
                     screen=mapping,
                     event_code=event_code,
+                    strict=strict,
                 ),
             )
         )

@@ -13,6 +13,8 @@ def _screen(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"expected positive WIDTHxHEIGHT, got {text!r}")
     return w, h
 
 
@@ -41,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="target map: the dataset's own maps when shipped (auto), or made from fixations",
     )
     p.add_argument("--sigma-px", type=float, help="Gaussian sigma in native pixels")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a bad gaze row (not a number, negative frame, too few fields) fails its video; "
+        "default: the row is dropped and named in the report",
+    )
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--max-shard-mb", type=int, default=256, help="largest shard file, MiB")
     p.add_argument("--datasets", help="stavis: comma-separated subset, e.g. AVAD,DIEM")
@@ -50,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-fit",
         action="store_true",
         help="diem: the video was shown at native size (not scaled to fit the screen)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete what an earlier run wrote to --out and start again (a re-run with the "
+        "same options resumes; with other options it is refused)",
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
@@ -66,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
     from preprocessing.pipeline import preprocess
     from preprocessing.segments import MiB, SegmentOptions
 
+    # Options here, the source's files when it is listed: all before Ray starts (exit 2).
     config = AVRSPConfig.load(args.config) if args.config else preset(args.preset)
     if args.stride is not None and args.stride < 1:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise InputError(f"--num-cpus must be >= 1, got {args.num_cpus}")
+    if args.fps is not None and not 0 < args.fps < float("inf"):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
     options = SegmentOptions.from_config(
         config,
         stride=args.stride,
@@ -88,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
             "fps": args.fps,
             "screen": args.screen,
             "fit": not args.no_fit,
+            "strict": args.strict,
         },
         address=args.address or os.environ.get("RAY_ADDRESS"),
         num_cpus=args.num_cpus or (os.cpu_count() if args.no_ray else None),
         use_ray=not args.no_ray,
+        overwrite=args.overwrite,
     )
     return 1 if report.failed else 0
