@@ -11,7 +11,7 @@ submit`` sends only the endpoints.
 The worker node is killed mid-training, by its raylet's process id: Ray Train restarts the
 worker group on the node that is left (``placement_strategy="SPREAD"`` is a preference,
 not a rule, and the head has room for both workers) from the last checkpoint in the store,
-and the job finishes (docs: cluster/README.md, "When a node is lost").
+and the job finishes (docs/TRAINING.md, "Faults and resuming": "A lost node").
 """
 
 from __future__ import annotations
