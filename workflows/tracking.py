@@ -10,8 +10,9 @@ workers logs the per-epoch metrics, system metrics and the validation grid per e
 MLflow model and its registry version: :mod:`workflows.models`).
 
 Made for the MLflow UI: the experiments this project creates carry the tag
-``mlflow.experimentKind=custom_model_development``, so the UI opens them in its model
-training view (untagged, MLflow 3.17 shows training runs as GenAI "evaluation runs").
+``mlflow.experimentKind=custom_model_development``, which says what they hold (MLflow
+3.17.2's UI does not read it yet: its "Model training" view is a toggle the browser keeps,
+or ``?workflowType=machine_learning`` in the address; docs/MLFLOW.md).
 :func:`start_linked_run` opens an evaluation run that names the training run of the model
 it scores (tags and a note with a link) and lists the logged model as its input;
 :func:`log_table` puts a results table on a run page (a table artifact, Markdown, CSV).
@@ -386,7 +387,10 @@ def start_linked_run(
         checkpoint = str(model_meta.get("checkpoint") or "")
         found = find_logged_model(c, trained_by, checkpoint) if checkpoint else None
         model_id = found.model_id if found is not None else None
-        page = f"#/experiments/{train_run.info.experiment_id}/runs/{trained_by}"
+        page = (
+            f"#/experiments/{train_run.info.experiment_id}/runs/{trained_by}"
+            "?workflowType=machine_learning"  # the UI's training view (docs/MLFLOW.md)
+        )
         link = f"[{name or trained_by}]({page})"
         note = f"Evaluation of the model trained in run {link}"
         note += f" (logged model `{model_id}`)." if model_id else "."
