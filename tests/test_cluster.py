@@ -123,7 +123,7 @@ def test_preprocess_then_spread_training_survives_a_lost_node(
 
     run_name = "spread"
     submitted = avrsp(
-        "submit", "--no-wait", "--env", f"AVRSP_LOG_DIR={tmp_path / 'logs'}", "train", "--data", data, "--storage", runs,
+        "submit", "--no-wait", "train", "--data", data, "--storage", runs,
         "--run-name", run_name, "--num-workers", "2", "--placement-strategy", "SPREAD",
         "--epochs", str(EPOCHS), "--max-steps-per-epoch", str(STEPS), "--batch-size", "2",
         "--val-split", "test", "--set", "max_failures=3", "--set", "grid_windows=2",
@@ -184,3 +184,28 @@ def test_preprocess_then_spread_training_survives_a_lost_node(
     assert artifacts, "artifacts reached the server"
     # The store holds them: the server's artifact root is in the same bucket.
     assert objects(stack, "mlflow"), "MLflow's artifacts are in the object store"
+
+
+def test_a_failing_job_returns_its_exit_status_and_a_stopped_one_3(
+    cluster, tracking_stack, tmp_path: Path
+) -> None:
+    env = client_env(cluster, tracking_stack)
+    missing = f"s3://{tracking_stack.bucket}/nothing-here"
+    failed = avrsp("submit", "train", "--data", missing, "--num-workers", "1",
+                   "--storage", f"s3://{tracking_stack.bucket}/failing-runs", env=env)  # fmt: skip
+    assert failed.returncode == 2, failed.stderr[-2000:]  # avrsp train's own exit status
+    assert f"--data {missing}: no such folder" in failed.stdout + failed.stderr
+    assert "FAILED" in failed.stderr
+
+    synth = tmp_path / "synth"
+    assert avrsp("synth", "--out", str(synth), "--videos", "24", env=env).returncode == 0
+    started = avrsp("submit", "--no-wait", "--job-id", "avrsp-to-stop", "preprocess",
+                    "--source", f"synthetic:{synth}", "--preset", "paper",
+                    "--out", f"s3://{tracking_stack.bucket}/stopped", env=env)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    listed = avrsp("jobs", "list", env=env, timeout=60)
+    assert "avrsp-to-stop" in listed.stdout
+    stop = avrsp("jobs", "stop", "avrsp-to-stop", env=env, timeout=60)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stderr
+    follow = avrsp("jobs", "logs", "avrsp-to-stop", "--follow", env=env, timeout=300)
+    assert follow.returncode == 3 and "STOPPED" in follow.stderr, follow.stderr[-2000:]

@@ -128,7 +128,9 @@ def test_preprocess_into_a_store_commits_each_video_by_its_marker(s3, tmp_path: 
     stray = storage.join(out, victim["files"][0].replace("-00000.parquet", "-00007.parquet"))
     storage.write_bytes(stray, b"half an upload")
     storage.delete(f"s3://{s3.bucket}/{markers[0]}")
-    with pytest.raises(InputError, match=r"-00000\.parquet, .*-00007\.parquet: not a shard of a finished video"):
+    with pytest.raises(
+        InputError, match=r"-00000\.parquet, .*-00007\.parquet: not a shard of a finished video"
+    ):
         split_files(out, victim["split"])
     again = preprocess(f"synthetic:{source}", out, config=config, use_ray=False, log=lambda m: None)
     assert (again.ok, again.done_before) == (4, 3)

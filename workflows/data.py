@@ -124,8 +124,9 @@ def split_files(data: str | Path, split: str) -> list[str]:
         if unlisted:
             more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
             raise InputError(
-                f"{', '.join(unlisted[:3])}{more}: not a shard of a finished video (no done-marker under "
-                f"{storage.join(data, 'done')} lists it): a file avrsp preprocess did not write, "
+                f"{', '.join(unlisted[:3])}{more}: not a shard of a finished video (no "
+                f"done-marker under {storage.join(data, 'done')} lists it): a file avrsp "
+                "preprocess did not write, "
                 "or one of an interrupted run; remove it, or run the same avrsp preprocess "
                 "command again, which finishes that video and replaces its files"
             )
