@@ -2,18 +2,22 @@
 # The learning check at scale on one GPU, without Ray or MLflow (docs/RESULTS.md):
 #   1. the paper preset's forward+backward in bf16 (time, peak memory, finiteness);
 #   2. the synthetic dataset (VIDEOS clips) and its tiny-preset shards, in local processes;
-#   3. V and AV trained side by side in memory (benchmarks/audio_diagnostics.py train).
+#   3. V and AV trained side by side in memory (benchmarks/audio_diagnostics.py train), at
+#      one batch size (BATCH), once per seed in SEEDS: one after the other, or all at once
+#      on the same GPU with PARALLEL=1 (the tiny network leaves the GPU mostly idle).
 #
 #   bash benchmarks/gpu_learning.sh [OUT_DIR]        (env: VIDEOS, STRIDE, STEPS, BATCH,
-#                                                     TRAIN_SECONDS, AUDIO, DEVICE, PAPER=0 skips 1)
+#        SEEDS, PARALLEL, TRAIN_SECONDS, EVAL_EVERY, AUDIO, DEVICE, PAPER=0 skips 1)
 #
-# Needs torch with CUDA, pyarrow, numpy, pillow, pydantic, ffmpeg-python and an ffmpeg
-# (system or imageio-ffmpeg). Wheels in ./.whl, if any, are installed first.
+# Writes OUT_DIR/learning-seed<S>.json (the score history) and .log per seed.
+# Needs torch with CUDA, pyarrow, numpy, pillow, pydantic, PyAV, ffmpeg-python and an
+# ffmpeg program (system, $AVRSP_FFMPEG or imageio-ffmpeg). Wheels in ./.whl, if any, are
+# installed first (benchmarks/gpu_all.sh does that once and sets AVRSP_SITE_READY=1).
 set -euo pipefail
 out="${1:-${OUT:-gpu-learning}}"
 mkdir -p "$out"
 work="${WORK:-/tmp/avrsp-gpu}"
-if compgen -G ".whl/*.whl" >/dev/null; then
+if [ "${AVRSP_SITE_READY:-0}" != 1 ] && compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
@@ -37,8 +41,36 @@ python3 -m workflows.cli preprocess --source "synthetic:$work/synthetic" --out "
   --preset tiny --stride "$STRIDE" --no-ray --num-cpus "$cpus" | tail -3
 echo "data ready in $(( $(date +%s) - start )) s"
 
-echo "== 3. V and AV side by side"
-python3 benchmarks/audio_diagnostics.py train --data "$work/shards" --synth "$work/synthetic" \
-  --audio ${AUDIO:-0 1} --device "$device" --batch "${BATCH:-32}" --steps "${STEPS:-20000}" \
-  --eval-every "${EVAL_EVERY:-250}" --eval-batch 256 --max-seconds "${TRAIN_SECONDS:-300}" \
-  --threads 4 --workers "$cpus" --json-out "$out/learning.json" | tee "$out/learning.log"
+seeds=(${SEEDS:-0})
+echo "== 3. V and AV side by side: batch ${BATCH:-32}, seeds ${seeds[*]}, parallel ${PARALLEL:-0}"
+learn() {
+  # Parallel runs share the CPUs: each decodes the shards with its share of them.
+  local seed="$1" workers="$2"
+  python3 benchmarks/audio_diagnostics.py train --data "$work/shards" --synth "$work/synthetic" \
+    --audio ${AUDIO:-0 1} --device "$device" --batch "${BATCH:-32}" --steps "${STEPS:-20000}" \
+    --eval-every "${EVAL_EVERY:-250}" --eval-batch 256 --max-seconds "${TRAIN_SECONDS:-300}" \
+    --threads 4 --workers "$workers" --seed "$seed" \
+    --json-out "$out/learning-seed$seed.json" > "$out/learning-seed$seed.log" 2>&1
+}
+if [ "${PARALLEL:-0}" = 1 ]; then
+  share=$(( cpus / ${#seeds[@]} > 0 ? cpus / ${#seeds[@]} : 1 ))
+  pids=()
+  for seed in "${seeds[@]}"; do
+    learn "$seed" "$share" &
+    pids+=($!)
+  done
+  failed=0
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { echo "seed ${seeds[$i]} FAILED"; failed=1; }
+  done
+else
+  failed=0
+  for seed in "${seeds[@]}"; do
+    learn "$seed" "$cpus" || { echo "seed $seed FAILED"; failed=1; }
+  done
+fi
+for seed in "${seeds[@]}"; do
+  echo "-- seed $seed (last lines of $out/learning-seed$seed.log)"
+  tail -4 "$out/learning-seed$seed.log" || true
+done
+exit "$failed"

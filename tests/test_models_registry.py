@@ -220,6 +220,7 @@ def test_an_evaluation_run_links_to_the_training_run_and_model(logged) -> None:
     assert tags["avrsp.model_id"] == logged["info"].model_id
     assert "mlflow.parentRunId" not in tags
     page = f"#/experiments/{train_run.info.experiment_id}/runs/{logged['run_id']}"
+    page += "?workflowType=machine_learning"  # the UI's training view
     assert f"[toy]({page})" in tags["mlflow.note.content"]
     assert [m.model_id for m in run.inputs.model_inputs] == [logged["info"].model_id]
 
