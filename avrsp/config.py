@@ -64,7 +64,8 @@ class InputConfig(_Strict):
         le=30.0,
         description="length of the fixed audio buffer, seconds (at 22,050 Hz: >= 0.21 s "
         "for SoundNet-8 to give one time step, >= 0.58 s for two, which training with "
-        "one window per batch needs for its BatchNorm statistics)",
+        "one window per batch needs where SoundNet-8 normalises with batch statistics, "
+        "soundnet_norm=batch)",
     )
     audio_alignment: AudioAlignment = Field(
         "span",

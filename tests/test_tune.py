@@ -5,6 +5,7 @@ nested in MLflow, and a sweep resumed after a failed trial."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,24 @@ def test_random_draws_are_seeded_and_in_range() -> None:
     again = [t.values for t in expand(space, TrainConfig(preset="tiny")).trials]
     assert first == again and len(first) == 5
     assert all(1e-5 <= v["lr"] <= 1e-3 and -1 <= v["a1"] <= 0 for v in first)
+
+
+def test_planned_trials_hold_validated_configs(tmp_path: Path) -> None:
+    """plan() fills in each trial's storage and paths through validation: a Path given for
+    a text field (storage_path) becomes text rather than a value pydantic's serializer
+    warns about in every dump of the config (issue 25). No Ray."""
+    from tuning.sweep import SweepOptions, plan
+
+    weights = "weights/S3D_kinetics400.pt"  # relative: a trial runs in another folder
+    base = TrainConfig(preset="tiny", data=tmp_path, network={"model": {"s3d_weights": weights}})
+    options = SweepOptions(storage=tmp_path / "tune")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the serializer's warning fails the test
+        trials = plan(two_trials("pair"), base, options).trials
+        dumped = [t.config.to_dict() for t in trials]
+    assert [d["storage_path"] for d in dumped] == [str(tmp_path / "tune" / "pair" / "trials")] * 2
+    assert all(isinstance(t.config.storage_path, str) for t in trials)
+    assert {d["network"]["model"]["s3d_weights"] for d in dumped} == {str(Path(weights).resolve())}
 
 
 # =========================================================================== on Ray Tune

@@ -33,7 +33,7 @@ from avrsp.tables import ResultsTable, canonical_metric
 from preprocessing import storage
 from tuning.spaces import Expansion, SearchSpace, Trial, expand
 from tuning.tables import MEASURED, QUOTED, to_markdown, trials_markdown
-from workflows.loop import StepHook, TrainConfig
+from workflows.loop import StepHook, TrainConfig, absolute_weights, check_backbones
 
 PLAN_FILE = "trials.json"
 EVAL_DIR = "eval"
@@ -133,16 +133,17 @@ def plan(space: SearchSpace, base: TrainConfig, options: SweepOptions) -> Expans
             f"workers per trial: {workers}; a Tune trial needs Ray Train workers (>= 1): "
             "in-process training (Ray Train's local mode) refuses to run inside Tune"
         )
-    base = base.model_copy(
-        update={
-            **resolved,
-            "storage_path": folder / TRIALS_DIR,
-            "mlflow_uri": base.mlflow_uri or default_tracking_uri(),
-            "num_workers": workers,
-            "use_gpu": options.gpus_per_trial > 0,
-            "cpus_per_worker": options.cpus_per_trial / workers,
-            "address": None,
-        }
+    # Validated (a model_copy is not): a Path given for a text field such as storage_path
+    # becomes text, not a value pydantic's serializer warns about in every dump.
+    base = base.with_overrides(
+        **resolved,
+        network=absolute_weights(base.network),
+        storage_path=folder / TRIALS_DIR,
+        mlflow_uri=base.mlflow_uri or default_tracking_uri(),
+        num_workers=workers,
+        use_gpu=options.gpus_per_trial > 0,
+        cpus_per_worker=options.cpus_per_trial / workers,
+        address=None,
     )
     return expand(space, base, options.seeds)
 
@@ -364,6 +365,8 @@ def run_sweep(
     expansion = plan(space, base, options)
     if not expansion.trials:
         raise ConfigError(f"space {space.name!r}: no trial left ({len(expansion.dropped)} dropped)")
+    for trial in expansion.trials:  # a missing weight file stops the sweep, not each trial
+        check_backbones(trial.config)
     folder = sweep_folder(space, options)
     name = folder.name
     uri = expansion.trials[0].config.mlflow_uri or tracking.default_tracking_uri()

@@ -46,7 +46,7 @@ from avrsp.config import (
     preset,
     read_config_file,
 )
-from avrsp.errors import ConfigError, InputError
+from avrsp.errors import ConfigError, InputError, WeightsError
 from avrsp.inference import autocast, frames_to_input
 from preprocessing import storage
 from preprocessing.fingerprints import FINGERPRINT_FILE, differences
@@ -56,6 +56,10 @@ from preprocessing.fingerprints import FINGERPRINT_FILE, differences
 Location = Annotated[
     str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)
 ]
+
+#: The paper's pretrained backbones (§III-A) and the ``network.model`` keys naming their files.
+BACKBONE_FILES = {"s3d": "s3d_weights", "soundnet": "soundnet_weights"}
+BACKBONE_NAMES = {"s3d": "S3D", "soundnet": "SoundNet-8"}
 
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -85,6 +89,13 @@ class TrainConfig(BaseModel):
     init_from: Path | None = Field(
         None, description="stage 2: the stage-1 model (model.pt, or a checkpoint folder)"
     )
+    from_scratch: bool = Field(
+        False,
+        strict=True,  # a real boolean, as the validator that drops the weight files reads it
+        description="train S3D and SoundNet-8 from random weights and load no pretrained "
+        "file even where network.model.s3d_weights / soundnet_weights name one (the paper "
+        "starts from pretrained backbones; docs/TRAINING.md); the run records it",
+    )
     # data
     data: Location | None = Field(
         None, description="preprocess output folder or object-store URI (or its shards/)"
@@ -106,8 +117,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(
         4,
         ge=2,
-        description="per worker; >= 2 because BatchNorm after global pooling (MRG gate) "
-        "cannot normalise a batch of one in training",
+        description="per worker; >= 2 as a guard: a BatchNorm on batch statistics cannot "
+        "train on one value per channel, which one window gives SoundNet-8 with "
+        "soundnet_norm=batch and a single time step (audio_window_s < 0.58 s at 22,050 Hz) "
+        "and S3D's last blocks on the smallest inputs (T=8 at 32x48); at the presets' "
+        "sizes a batch of one trains (docs/TRAINING.md)",
     )
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
@@ -156,6 +170,16 @@ class TrainConfig(BaseModel):
         if isinstance(data, dict) and not isinstance(data.get("network"), AVRSPConfig):
             base = preset(data.get("preset", "tiny")).to_dict()
             data = {**data, "network": deep_merge(base, data.get("network") or {})}
+        if isinstance(data, dict) and data.get("from_scratch") is True:
+            # From scratch means no file is read: the recorded network names none either.
+            none = dict.fromkeys(BACKBONE_FILES.values())
+            net = data["network"]
+            data = {
+                **data,
+                "network": net.with_overrides(**{f"model.{k}": v for k, v in none.items()})
+                if isinstance(net, AVRSPConfig)
+                else deep_merge(net, {"model": none}),
+            }
         return data
 
     @model_validator(mode="after")
@@ -199,6 +223,13 @@ class TrainConfig(BaseModel):
                 and not Path(value).is_absolute()
             ):
                 data[key] = os.path.normpath(path.parent / data[key])
+        network = data.get("network")
+        model = network.get("model") if isinstance(network, dict) else None
+        if isinstance(model, dict):  # so are the pretrained weights (network.model.*_weights)
+            for key in BACKBONE_FILES.values():
+                value = model.get(key)
+                if isinstance(value, str) and value and not Path(value).is_absolute():
+                    model[key] = os.path.normpath(path.parent / value)
         return cls.from_dict(deep_merge(data, overrides), source=str(path))
 
     def with_overrides(self, **dotted: Any) -> TrainConfig:
@@ -562,10 +593,14 @@ def data_fingerprint(data: str | Path | None) -> dict[str, Any] | None:
 
 
 def run_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
-    """What made a run: the :data:`RUN_IDENTITY` settings and the data's own fingerprint."""
+    """What made a run: the :data:`RUN_IDENTITY` settings, what its backbones started from
+    (:func:`backbones`) and the data's own fingerprint."""
     values = cfg.to_dict()
     return {
         **{k: values[k] for k in RUN_IDENTITY},
+        # The start, not the from_scratch switch: with no file named it changes nothing, and
+        # a run begun from pretrained weights must not resume as one from scratch.
+        "backbones": backbones(cfg),
         "shards": data_fingerprint(cfg.data),
     }
 
@@ -583,7 +618,10 @@ def check_resume(cfg: TrainConfig) -> str | None:
     advice = "use a new --run-name, or --overwrite to discard the run and start it again"
     recorded = storage.join(cfg.run_location, FINGERPRINT_FILE)
     if storage.is_file(recorded):
-        diffs = differences(storage.read_json(recorded), run_fingerprint(cfg))
+        before, now = storage.read_json(recorded), run_fingerprint(cfg)
+        # Recorded before backbones were: the network check below compares the weight files.
+        before.setdefault("backbones", now["backbones"])
+        diffs = differences(before, now)
         if diffs:
             raise ConfigError(
                 f"{cfg.run_location}: run {cfg.run_name!r} was made with other settings, and "
@@ -609,6 +647,108 @@ def check_resume(cfg: TrainConfig) -> str | None:
             f"resuming it with this one cannot work ({advice}): " + "; ".join(diffs)
         )
     return found[-1]
+
+
+# =========================================================================== backbones
+
+
+def backbones(cfg: TrainConfig) -> dict[str, str]:
+    """What the run's backbones start from, as the run records it (the MLflow param and tag
+    ``backbones``, its fingerprint, the exported model's metadata): ``s3d`` is
+    ``pretrained(FILE)``, ``scratch``, or in stage 2 ``stage1`` (from ``init_from``); with
+    audio, ``soundnet`` likewise and ``soundnet_norm``, the normalisation that start picks
+    (``frozen`` BatchNorm with weights, ``group`` without, unless the config sets one)."""
+    model = cfg.network.model
+
+    def start(name: str) -> str:
+        path = getattr(model, BACKBONE_FILES[name])
+        return "scratch" if path is None else f"pretrained({Path(path).name})"
+
+    out = {"s3d": "stage1" if cfg.stage == 2 else start("s3d")}
+    if model.use_audio:
+        out["soundnet"] = start("soundnet")
+        out["soundnet_norm"] = model.resolved_soundnet_norm()
+    return out
+
+
+def absolute_weights(network: AVRSPConfig) -> AVRSPConfig:
+    """``network`` with its pretrained weight files as absolute paths, as the driver sees
+    them (Ray workers and Tune trials may run in another folder)."""
+    model = network.model
+    update = {
+        f"model.{key}": str(Path(path).resolve())
+        for key in BACKBONE_FILES.values()
+        if (path := getattr(model, key)) is not None and not Path(path).is_absolute()
+    }
+    return network.with_overrides(**update) if update else network
+
+
+def backbones_text(cfg: TrainConfig) -> str:
+    """:func:`backbones` on one line: ``s3d:pretrained(S3D_kinetics400.pt) soundnet:…``."""
+    return " ".join(f"{name}:{start}" for name, start in backbones(cfg).items())
+
+
+def check_backbones(cfg: TrainConfig) -> list[str]:
+    """Before any Ray work: every pretrained file the config names exists and fits the
+    variant, and a stage-2 run names no S3D file (its S3D comes from ``init_from``, which
+    would overwrite the file's). Returns the lines to print at the start of the run: what
+    the backbones start from (not for the ``tiny`` preset from scratch, which tests and the
+    demo run on purpose; the run records it all the same), and a warning where the
+    ``paper`` preset starts one from random weights without ``from_scratch`` saying that
+    is meant.
+
+    Raises :class:`WeightsError` naming each missing file and its key (and how to go on),
+    :class:`ConfigError` for a file the run cannot use.
+    """
+    model = cfg.network.model
+    if cfg.stage == 2 and model.s3d_weights is not None:
+        raise ConfigError(
+            f"network.model.s3d_weights: {model.s3d_weights}: a stage-2 run takes S3D from "
+            f"init_from ({cfg.init_from}, the stage-1 model, which began from pretrained "
+            "S3D); the file would be read and then overwritten: remove the key"
+        )
+    if not model.use_audio and model.soundnet_weights is not None:
+        raise ConfigError(
+            f"network.model.soundnet_weights: {model.soundnet_weights}: the visual-only "
+            "variant (use_audio: false) has no audio branch to load it into: remove the key"
+        )
+    missing = [
+        f"network.model.{key} = {path} ({BACKBONE_NAMES[name]})"
+        for name, key in BACKBONE_FILES.items()
+        if (path := getattr(model, key)) is not None and not Path(path).is_file()
+    ]
+    if missing:
+        raise WeightsError(
+            "the paper starts from pretrained backbones (S3D trained on Kinetics-400, "
+            "SoundNet-8; §III-A, §IV-B), and the weight files this config names are not "
+            f"there: {'; '.join(missing)}. Put the files there (docs/TRAINING.md, "
+            '"Pretrained backbones", says which projects publish them), or train the '
+            "backbones from random weights on purpose with --from-scratch "
+            "(from_scratch: true), which the run records"
+        )
+    starts = backbones(cfg)
+    lines = []
+    if (
+        cfg.preset == "paper"
+        or cfg.from_scratch
+        or any(start.startswith("pretrained(") for start in starts.values())
+    ):
+        lines.append(
+            f"backbones: {backbones_text(cfg)}"
+            + (" (from_scratch: no pretrained file is read)" if cfg.from_scratch else "")
+        )
+    scratch = [k for k, start in starts.items() if start == "scratch"]
+    if cfg.preset == "paper" and scratch and not cfg.from_scratch:
+        names = " and ".join(BACKBONE_NAMES[k] for k in scratch)
+        keys = " / ".join(f"network.model.{BACKBONE_FILES[k]}" for k in scratch)
+        lines.append(
+            f"warning: {names} {'starts' if len(scratch) == 1 else 'start'} from random "
+            "weights, but the paper starts "
+            f"from pretrained backbones (§III-A, §IV-B): name the files in {keys} "
+            "(configs/stage1.yaml and configs/stage2.yaml do; docs/TRAINING.md), or pass "
+            "--from-scratch to say this is meant"
+        )
+    return lines
 
 
 def stage1_metadata(cfg: TrainConfig) -> dict[str, Any]:

@@ -261,7 +261,8 @@ def train(
     }
     if config.init_from:
         paths["init_from"] = Path(config.init_from).resolve()
-    cfg = config.model_copy(update=paths)
+    cfg = config.model_copy(update={**paths, "network": loop.absolute_weights(config.network)})
+    started = loop.check_backbones(cfg)  # the pretrained files first: before data and Ray
     train_files, val_files, train_spec, val_spec = dataset_files(cfg)
     for files in (train_files, val_files):
         check_shards(files, cfg.network)
@@ -277,6 +278,11 @@ def train(
             f"in {cfg.run_location}"
         )
     parent = loop.stage1_metadata(cfg)  # checked to fit; it tags the run
+    if started and parent.get("backbones"):  # what stage 1 recorded (models exported since)
+        started.insert(1, f"S3D from {parent['path']} (stage 1: {parent['backbones']})")
+    for line in started:
+        log(f"[avrsp train] {line}")
+    backbones = loop.backbones_text(cfg)
     run_dir, uri = cfg.run_dir, cfg.mlflow_uri or tracking.default_tracking_uri()
     tags = {
         "dataset": ",".join(datasets_of(train_files)),
@@ -288,8 +294,9 @@ def train(
         "parent_run": str(parent.get("mlflow_run_id", "")),
         "parent_run_name": str(parent.get("run_name", "")),
         "init_from": str(parent.get("path", "")),
+        "backbones": backbones,
     }
-    params = tracking.flatten(cfg.to_dict())
+    params = {**tracking.flatten(cfg.to_dict()), "backbones": backbones}
     remote = storage.is_uri(cfg.run_location)
     if remote:  # the driver's files of a run on an object store: staged here, uploaded
         pull_run_files(cfg)
@@ -341,7 +348,7 @@ def train(
         raise AVRSPError(f"training run {cfg.run_name!r} failed: {exc}") from exc
 
     meta = {"run_name": cfg.run_name, "mlflow_run_id": run_id, "tracking_uri": uri,
-            "parent_run": parent.get("mlflow_run_id", "")}  # fmt: skip
+            "parent_run": parent.get("mlflow_run_id", ""), "backbones": backbones}  # fmt: skip
     if local:
         store = LocalModeCheckpoints(run_dir, checkpoint_config(cfg))
         best, latest = store.best(), store.latest()

@@ -52,10 +52,25 @@ class LIP(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        # No bias before the BatchNorm: in training it subtracts the batch mean per channel,
+        # which cancels a per-channel bias exactly (a parameter that could never learn).
         self.logit = nn.Sequential(
-            nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1), groups=channels),
+            nn.Conv3d(
+                channels, channels, (1, 3, 3), padding=(0, 1, 1), groups=channels, bias=False
+            ),
             nn.BatchNorm3d(channels),
         )
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: object, **kwargs: object
+    ) -> None:
+        # Checkpoints from before 2026-12-07 carry that bias. In eval mode it met the running
+        # mean, which had learned it: (Wx + b − μ)/σ = (Wx − (μ − b))/σ, so folding it into
+        # the running mean keeps what they predict; in training it cancelled anyway.
+        bias, mean = f"{prefix}logit.0.bias", f"{prefix}logit.1.running_mean"
+        if bias in state_dict and mean in state_dict:
+            state_dict[mean] = state_dict[mean] - state_dict.pop(bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = torch.exp(4.0 * torch.sigmoid(self.logit(x)) - 2.0)  # in [e^-2, e^2]

@@ -193,7 +193,8 @@ class AVRSP(nn.Module):
         except ValueError as exc:  # BatchNorm with one value per channel
             raise InputError(
                 f"audio [B={audio.shape[0]}, {audio.shape[1]} samples] gives SoundNet-8 a single "
-                "time step; training then needs batch >= 2 or a longer audio_window_s "
+                "time step; with soundnet_norm=batch, training then needs batch >= 2 or a longer "
+                "audio_window_s (or soundnet_norm frozen or group) "
                 f"({exc})"
             ) from None
         audio_tokens = self.audio_proj(feats.transpose(1, 2))  # [B, L, d]

@@ -10,7 +10,12 @@ Visual tokens come from the lowest-resolution scale X0 (``[B, Nv, d]`` with
 - eq. (5): a2v = Ret_V·V_v + A_v     ``[B, H, Na, d_k]``;
 - eq. (6): head weights = Softmax_heads(MLP(Cat(v2a, a2v))). v2a is per visual token and
   a2v per audio token; a2v is averaged over the audio tokens and paired with every visual
-  token, so each visual token gets its own weights over the heads (they sum to one);
+  token, so each visual token gets its own weights over the heads (they sum to one). The
+  MLP reads each head's own ``Cat(v2a_h, a2v_h)`` (``2·d_k`` values): LayerNorm → linear
+  → GELU, shared by the heads, then a per-head output ``w_h · hidden + b_h``
+  (:class:`PerHeadLinear`). A single output shared by all heads would add the same bias
+  to every head's logit, which the softmax over heads cancels: a parameter that never
+  learns, and no head could have a prior of its own (docs/MODEL.md);
 - eq. (7): F_av = weights ⊙ v2a, heads concatenated and projected back to ``d``.
 
 Then residual + LayerNorm, FFN, residual + LayerNorm (one RAVF block); N blocks are stacked,
@@ -35,6 +40,20 @@ import torch
 from torch import nn
 
 
+class PerHeadLinear(nn.Module):
+    """One linear read-out per head: ``[B, H, N, k]`` → ``[B, H, N]``, head h with its own
+    weight row ``weight[h]`` and bias ``bias[h]`` (nn.Linear(k, 1)'s initialisation, per head)."""
+
+    def __init__(self, heads: int, features: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(features)
+        self.weight = nn.Parameter(torch.empty(heads, features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(heads).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bhnk,hk->bhn", x, self.weight) + self.bias[:, None]
+
+
 class RelevanceCrossAttention(nn.Module):
     """Relevance-aware multi-head cross-attention, eq. (1)–(7)."""
 
@@ -46,15 +65,28 @@ class RelevanceCrossAttention(nn.Module):
         self.dk = width // heads
         names = ("v_q", "v_k", "v_v", "a_q", "a_k", "a_v")
         self.proj = nn.ModuleDict({n: nn.Linear(width, width, bias=False) for n in names})
-        # The MLP of eq. (6), shared by the heads; LayerNorm first because the un-normalised
-        # retention sums of eq. (4)/(5) grow with the number of tokens.
+        # The MLP of eq. (6): a hidden layer shared by the heads (LayerNorm first, because the
+        # un-normalised retention sums of eq. (4)/(5) grow with the number of tokens), then
+        # one output per head, so that each head's bias is a prior the softmax keeps.
         self.head_mlp = nn.Sequential(
             nn.LayerNorm(2 * self.dk),
             nn.Linear(2 * self.dk, self.dk),
             nn.GELU(),
-            nn.Linear(self.dk, 1),
         )
+        self.head_out = PerHeadLinear(heads, self.dk)
         self.out = nn.Linear(width, width)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: object, **kwargs: object
+    ) -> None:
+        # Checkpoints written before the per-head output kept one output shared by the heads
+        # (``head_mlp.3``); repeated per head it computes the same weights (its bias
+        # cancelled in the softmax), so those checkpoints load unchanged in what they predict.
+        old_w, old_b = f"{prefix}head_mlp.3.weight", f"{prefix}head_mlp.3.bias"
+        if old_w in state_dict and f"{prefix}head_out.weight" not in state_dict:
+            state_dict[f"{prefix}head_out.weight"] = state_dict.pop(old_w).expand(self.heads, -1)
+            state_dict[f"{prefix}head_out.bias"] = state_dict.pop(old_b).expand(self.heads)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -74,7 +106,8 @@ class RelevanceCrossAttention(nn.Module):
         v2a = audio_term + vv  # eq. (4)  [B, H, Nv, dk]
         a2v = ret_v @ vv + av  # eq. (5)  [B, H, Na, dk]
         a2v_pooled = a2v.mean(dim=2, keepdim=True).expand_as(v2a)
-        logits = self.head_mlp(torch.cat([v2a, a2v_pooled], dim=-1)).squeeze(-1)  # [B, H, Nv]
+        hidden = self.head_mlp(torch.cat([v2a, a2v_pooled], dim=-1))  # [B, H, Nv, dk]
+        logits = self.head_out(hidden)  # [B, H, Nv]
         weights = torch.softmax(logits, dim=1)  # eq. (6), over heads
         fused = weights.unsqueeze(-1) * v2a  # eq. (7)
         b, _, nv, _ = fused.shape

@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stage", type=int, choices=(1, 2), help="1: visual; 2: from stage 1, AV")
     p.add_argument("--init-from", help="stage 2: the stage-1 model.pt")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train S3D and SoundNet-8 from random weights, loading no pretrained file even "
+        "where the config names one (the paper starts from pretrained backbones); the run "
+        "records it",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per worker")
     p.add_argument("--lr", type=float)
@@ -86,6 +93,8 @@ def build_config(args: argparse.Namespace) -> Any:
     }
     if args.gpu:
         overrides["use_gpu"] = True
+    if args.from_scratch:
+        overrides["from_scratch"] = True
     if args.config:
         config = TrainConfig.load(args.config, **overrides)
     else:
