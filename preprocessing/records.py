@@ -29,6 +29,7 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from avrsp.errors import InputError
+from preprocessing.names import file_name
 
 FixationKind = Literal["none", "binary_image", "mat", "gaze_csv", "diem_events"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg", ".mpeg")
@@ -123,6 +124,7 @@ class VideoRecord:
     k-fold dataset: it is a test video of fold ``fold`` (1…k) and a training video of the
     other folds. ``fold`` is 0 for fixed splits.
     ``maps_pattern`` names the dataset's own continuous saliency maps, one per frame.
+    ``stem`` names the video's files (:attr:`file_stem`); empty until a source sets it.
     """
 
     dataset: str
@@ -137,15 +139,23 @@ class VideoRecord:
     num_frames: int | None = None
     fixations: FixationSource = field(default_factory=FixationSource)
     maps_pattern: str | None = None
+    stem: str = ""
 
     @property
     def is_frame_folder(self) -> bool:
         return "%" in Path(self.frames).name
 
     @property
+    def file_stem(self) -> str:
+        """The name of this video's files (shards, done-marker): ``stem``, which
+        :func:`preprocessing.sources.open_source` sets unique within the dataset, or where a
+        record was made elsewhere the video's own :func:`preprocessing.names.file_name`."""
+        return self.stem or file_name(self.video_id)
+
+    @property
     def key(self) -> str:
-        """A file-name-safe unique name: ``<dataset>__<video_id>``."""
-        return safe_name(f"{self.dataset}__{self.video_id}")
+        """The done-marker's name: ``<dataset>__<file_stem>`` (:mod:`preprocessing.names`)."""
+        return f"{file_name(self.dataset)}__{self.file_stem}"
 
     def frame_file(self, frame: int) -> Path:
         """The file of 0-based ``frame`` in a frame folder."""
@@ -175,11 +185,6 @@ class VideoRecord:
     @classmethod
     def from_json(cls, text: str) -> VideoRecord:
         return cls.from_dict(json.loads(text))
-
-
-def safe_name(name: str) -> str:
-    """Letters, digits, ``-_.`` kept; anything else becomes ``_``."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 # --------------------------------------------------------------------------- loading

@@ -43,13 +43,13 @@ from avrsp.io import write_json
 from preprocessing import storage
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
 from preprocessing.media import MediaInfo, decode_audio, iter_jpeg_frames, probe, require_video
+from preprocessing.names import file_name
 from preprocessing.records import (
     FixationLoader,
     VideoRecord,
     dropped_rows_text,
     frame_ranges,
     read_gray_image,
-    safe_name,
 )
 from preprocessing.schema import SCHEMA, SCHEMA_VERSION, encode_map_png, rows_to_table
 
@@ -543,7 +543,7 @@ class ShardWriter:
 
 
 def shard_folder(out: Path, record: VideoRecord) -> Path:
-    return out / "shards" / safe_name(record.split) / safe_name(record.dataset)
+    return out / "shards" / file_name(record.split) / file_name(record.dataset)
 
 
 def marker_path(out: Path, record: VideoRecord) -> Path:
@@ -551,9 +551,11 @@ def marker_path(out: Path, record: VideoRecord) -> Path:
 
 
 def _is_own_shard(name: str, stem: str) -> bool:
-    """``name`` is one of the shard files (or their temporaries) of the video ``stem``:
-    ``stem-NNNNN.parquet`` exactly, so that video ``a`` never claims ``a-1``'s files."""
-    return re.fullmatch(rf"\.?{re.escape(stem)}-\d{{5}}\.parquet(\.tmp)?", name) is not None
+    """``name`` is one of the shard files of the video ``stem``: ``stem-NNNNN.parquet`` or
+    its temporary ``.stem-NNNNN.parquet.tmp`` exactly, so that video ``a`` never claims
+    ``a-1``'s files nor a ``.a-00000.parquet`` of someone else's."""
+    shard = rf"{re.escape(stem)}-\d{{5}}\.parquet"
+    return re.fullmatch(rf"{shard}|\.{shard}\.tmp", name) is not None
 
 
 def _remove_leftovers(folder: Path, stem: str) -> None:
@@ -592,7 +594,7 @@ def _write_video_remote(
         if summary.status != "ok":
             return summary
         folder = storage.join(out, str(shard_folder(Path(""), record)))
-        stem = safe_name(record.video_id)
+        stem = record.file_stem
         for old in storage.list_files(folder, suffix=".parquet"):
             if _is_own_shard(storage.name(old), stem):
                 storage.delete(old)
@@ -623,7 +625,7 @@ def write_video(
         except (ValueError, TypeError):
             marker.unlink()  # unreadable marker: redo the video
     folder = shard_folder(out, record)
-    stem = safe_name(record.video_id)
+    stem = record.file_stem
     _remove_leftovers(folder, stem)
     metadata = {
         "avrsp.record": record.to_json(),

@@ -148,22 +148,30 @@ def test_command_parses_and_passes_options(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_ray_job_end_to_end(ray_session, tmp_path: Path) -> None:
-    root = build_clips(tmp_path / "clips", ["a", "b"])
+    """Through Ray, with names that once collided (``.a``'s shard was taken for a leftover
+    of ``a``; ``A`` and ``a`` are one file on a case-insensitive store) or escaped the
+    dataset's folder (``...mp4``: video ``..``): every video's shards are there, visible
+    to Ray Data's reader, and every done-marker lists files that exist."""
+    videos = ["a", ".a", "A", "..", "b"]
+    root = build_clips(tmp_path / "clips", videos)
     (root / "videos" / "broken.mp4").write_bytes(b"\x00" * 1000)
-    write_gaze_csv(
-        root / "gaze.csv", gaze_rows("a", 20) + gaze_rows("b", 20) + gaze_rows("broken", 20)
-    )
+    rows = [r for v in videos for r in gaze_rows(v, 20)]
+    write_gaze_csv(root / "gaze.csv", rows + gaze_rows("broken", 20))
     out = tmp_path / "out"
     report = preprocess(
         f"csv:{root}", out, config=preset("tiny"), options=small_options(), log=lambda _: None
     )
-    assert (report.ok, report.failed, report.windows) == (2, 1, 10)
+    assert (report.ok, report.failed, report.windows) == (5, 1, 25)
     assert report.failures[0]["video"] == "broken"
     # The job turned Ray Data's per-operator reservation off for its own dataset only.
     assert ray_session.data.DataContext.get_current().op_resource_reservation_enabled
     ds = ray_session.data.read_parquet(str(out / "shards"))
-    assert ds.count() == 10
-    assert sorted({r["video"] for r in ds.select_columns(["video"]).take_all()}) == ["a", "b"]
+    assert ds.count() == 25
+    assert sorted({r["video"] for r in ds.select_columns(["video"]).take_all()}) == sorted(videos)
+    listed = [f for p in (out / "done").glob("*.json") for f in json.loads(p.read_text())["files"]]
+    assert len(listed) == 5 and all((out / f).is_file() for f in listed)
+    assert len({f.casefold() for f in listed}) == 5
+    assert not any(Path(f).name.startswith(".") for f in listed)  # hidden: readers skip them
 
 
 def test_write_video_writes_the_rows_of_iter_segments(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from avrsp.config import tiny
 from avrsp.errors import InputError, WeightsError
 from avrsp.model import build_model
 from preprocessing.media import ffmpeg_exe
+from preprocessing.names import short_hash
 from workflows.cli import main
 from workflows.export import export_model, load_model
 from workflows.predict import PredictOptions, predict, predict_one
@@ -285,3 +286,25 @@ def test_folder_through_ray_data_reports_broken_files(
     assert main(["--verbose", "predict", str(folder), "--model", str(models["av"]),
                  "--out", str(out), "--workers", "2"]) == 2  # fmt: skip
     assert "output folders already hold files" in capsys.readouterr().err
+
+
+def test_a_folder_with_a_dot_dot_stem_writes_only_under_out(media: Path, models, tmp_path: Path):
+    """``...mp4`` has the stem ``..``: its outputs go to a folder of its own under --out
+    (``~<hash>``), never to --out's parent, and --overwrite leaves the parent's files alone."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("...mp4", "good.mp4"):
+        shutil.copy(media / "realshort.mp4", folder / name)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "summary.json").write_text("mine")  # predict-named files in --out's parent
+    (fresh / "times.csv").write_text("mine")
+    out = fresh / "sub"
+    args = ["--verbose", "predict", str(folder), "--model", str(models["v"]), "--out", str(out)]
+    assert main([*args, "--workers", "0", "--no-overlay", "-q", "--overwrite"]) == 0
+    assert sorted(p.name for p in fresh.iterdir()) == ["sub", "summary.json", "times.csv"]
+    assert (fresh / "summary.json").read_text() == (fresh / "times.csv").read_text() == "mine"
+    made = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert made == ["good", f"~{short_hash('..')}"]
+    for name in made:
+        assert json.loads((out / name / "summary.json").read_text())["frames"] > 0

@@ -28,7 +28,7 @@ from avrsp.model import build_model
 from preprocessing.schema import SCHEMA_VERSION, encode_jpeg, encode_map_png, rows_to_table
 from workflows.data import check_shards, decode_batch, fixation_map, flip_batch, split_files
 from workflows.export import export_model, load_model, load_stage1_weights
-from workflows.loop import fit, initial_model, load_checkpoint
+from workflows.loop import fit, initial_model, load_checkpoint, save_checkpoint
 from workflows.train import TrainConfig, checkpoint_dirs, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -309,14 +309,15 @@ def test_in_process_checkpoints_follow_the_checkpoint_config(tmp_path: Path) -> 
     assert store.latest() is None
     for epoch, val_loss in enumerate([3.0, 1.0, 2.0, 5.0, 1.0]):
         folder = tmp_path / f"reported{epoch}"
-        folder.mkdir()
-        (folder / "checkpoint.pt").write_bytes(b"state")
-        (folder / "metrics.json").write_text(json.dumps({"epoch": epoch, "val_loss": val_loss}))
+        save_checkpoint(folder, {"config": "{}"}, {"epoch": epoch, "val_loss": val_loss})
         assert store.persist(folder, f"checkpoint_epoch_{epoch:04d}") == store.latest()
         kept = [int(d.name[-4:]) for d in checkpoint_dirs(tmp_path / "run")]
         assert kept == [[0], [0, 1], [1, 2], [1, 2, 3], [1, 4]][epoch]  # 2 best + the latest
     assert store.best().name == "checkpoint_epoch_0004"  # ties: the latest
     assert not list((tmp_path / "run").glob(".*"))  # no temporary folders left
+    # A damaged best is passed over for the best intact one.
+    (tmp_path / "run" / "checkpoint_epoch_0004" / "checkpoint.pt").write_bytes(b"")
+    assert store.best().name == "checkpoint_epoch_0001"
 
 
 # =========================================================================== export / stage 2

@@ -18,7 +18,7 @@ from torch import nn
 
 from avrsp.errors import WeightsError
 from avrsp.model.s3d import S3DEncoder
-from avrsp.model.soundnet import SOUNDNET8_LAYERS, SoundNet8
+from avrsp.model.soundnet import SoundNet8
 from avrsp.weights import (
     LoadReport,
     MisShaped,
@@ -141,13 +141,53 @@ class _KyleminS3D(nn.Module):
 
 
 # --------------------------------------------------------------------------- SoundNet replica
-# keunhong/pytorch-soundnet's names: convI (Conv2d), batchnormI, conv8_objs, conv8_scns.
+# The published SoundNet-8 (Aytar, Vondrick, Torralba, NIPS 2016), conv1–conv7, as built by
+# the original Torch code (cvondrick/soundnet main_train.lua) and its PyTorch ports
+# (keunhong/pytorch-soundnet soundnet.py, smallflyingpig/SoundNet_Pytorch pytorch_model.py):
+# (in, out, kernel, stride, padding, max-pool after) along time; every conv is followed by
+# BatchNorm and ReLU, the pool (kernel = stride) comes after the ReLU.
+PUBLISHED_SOUNDNET8 = (
+    (1, 16, 64, 2, 32, 8),  # conv1, maxpool1 8
+    (16, 32, 32, 2, 16, 8),  # conv2, maxpool2 8
+    (32, 64, 16, 2, 8, None),  # conv3
+    (64, 128, 8, 2, 4, None),  # conv4
+    (128, 256, 4, 2, 2, 4),  # conv5, maxpool5 4
+    (256, 512, 4, 2, 2, None),  # conv6
+    (512, 1024, 4, 2, 2, None),  # conv7
+)
+
+
+def test_soundnet_layers_are_the_published_table() -> None:
+    """The built modules (not ``SOUNDNET8_LAYERS``) against the published layer table."""
+    for norm in ("batch", "frozen", "group"):
+        net = SoundNet8(norm)
+        names = [name for name, _ in net.named_children()]
+        assert names == [f"conv{i}" for i in range(1, 8)]  # conv8's heads are not built
+        for i, (cin, cout, k, stride, pad, pool) in enumerate(PUBLISHED_SOUNDNET8, start=1):
+            layer = getattr(net, f"conv{i}")
+            conv, norm_layer, relu, *rest = layer
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None, i
+            assert (conv.in_channels, conv.out_channels) == (cin, cout), i
+            assert (conv.kernel_size, conv.stride, conv.padding) == ((k, 1), (stride, 1), (pad, 0))
+            assert (conv.dilation, conv.groups) == ((1, 1), 1), i
+            assert isinstance(norm_layer, (nn.BatchNorm2d, nn.GroupNorm)), i
+            assert isinstance(relu, nn.ReLU), i
+            if pool is None:
+                assert rest == [], i
+            else:
+                (maxpool,) = rest
+                assert isinstance(maxpool, nn.MaxPool2d), i
+                assert (maxpool.kernel_size, maxpool.stride) == ((pool, 1), (pool, 1)), i
+                assert (maxpool.padding, maxpool.dilation, maxpool.ceil_mode) == (0, 1, False)
 
 
 class _FlatSoundNet(nn.Module):
+    """keunhong/pytorch-soundnet's module tree: convI (Conv2d), batchnormI, conv8_objs,
+    conv8_scns — built from the published table, not from our ``SOUNDNET8_LAYERS``."""
+
     def __init__(self) -> None:
         super().__init__()
-        for i, (cin, cout, k, stride, pad, _pool) in enumerate(SOUNDNET8_LAYERS, start=1):
+        for i, (cin, cout, k, stride, pad, _pool) in enumerate(PUBLISHED_SOUNDNET8, start=1):
             self.add_module(f"conv{i}", nn.Conv2d(cin, cout, (k, 1), (stride, 1), (pad, 0)))
             self.add_module(f"batchnorm{i}", nn.BatchNorm2d(cout))
         self.conv8_objs = nn.Conv2d(1024, 1000, (8, 1), (2, 1))
@@ -155,10 +195,10 @@ class _FlatSoundNet(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         x = waveform[:, None, :, None]
-        for i, spec in enumerate(SOUNDNET8_LAYERS, start=1):
+        for i, (*_, pool) in enumerate(PUBLISHED_SOUNDNET8, start=1):
             x = torch.relu(getattr(self, f"batchnorm{i}")(getattr(self, f"conv{i}")(x)))
-            if spec[5] > 1:
-                x = nn.functional.max_pool2d(x, (spec[5], 1), (spec[5], 1))
+            if pool is not None:
+                x = nn.functional.max_pool2d(x, (pool, 1), (pool, 1))
         return x.squeeze(-1)
 
 

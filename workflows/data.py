@@ -69,10 +69,11 @@ def shards_root(data: str | Path) -> str:
     raise InputError(f"--data {data}: no such folder (expected the output of avrsp preprocess)")
 
 
-def committed_files(data: str | Path) -> set[str] | None:
-    """The shard files that the done-markers of ``DATA/done/`` list, as locations; None when
-    the folder has no markers (a bare shards folder). A video's marker is written after all
-    its shards, so these are exactly the shards of finished videos (on an object store too)."""
+def committed_files(data: str | Path) -> dict[str, str] | None:
+    """The shard files that the done-markers of ``DATA/done/`` list, as locations, each with
+    the marker that lists it; None when the folder has no markers (a bare shards folder). A
+    video's marker is written after all its shards, so these are exactly the shards of
+    finished videos (on an object store too)."""
     data = storage.as_location(data)
     markers = storage.list_files(storage.join(data, "done"), suffix=".json")
     if not markers:
@@ -81,7 +82,11 @@ def committed_files(data: str | Path) -> set[str] | None:
 
     with ThreadPoolExecutor(min(16, len(markers))) as pool:  # one request each on a store
         listed = list(pool.map(storage.read_json, markers))
-    return {storage.join(data, f) for summary in listed for f in summary.get("files", [])}
+    return {
+        storage.join(data, f): marker
+        for marker, summary in zip(markers, listed, strict=True)
+        for f in summary.get("files", [])
+    }
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,24 @@ def split_files(data: str | Path, split: str) -> list[str]:
                 "or one of an interrupted run; remove it, or run the same avrsp preprocess "
                 "command again, which finishes that video and replaces its files"
             )
+        _check_listed_exist(files, committed, folder)
     return files
+
+
+def _check_listed_exist(files: list[str], committed: dict[str, str], folder: str) -> None:
+    """InputError naming a shard of ``folder`` that a done-marker lists but that is not
+    there (deleted, or a hidden name the readers skip), and the marker that lists it."""
+    found = set(files)
+    prefix = folder.rstrip("/") + "/"
+    missing = sorted(f for f in committed if f.startswith(prefix) and f not in found)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        marker = committed[missing[0]]
+        raise InputError(
+            f"{missing[0]}{more}: listed by the done-marker {marker} but missing (deleted, or "
+            "a hidden name that readers skip); remove that marker and run the same avrsp "
+            "preprocess command again, which redoes the video"
+        )
 
 
 def datasets_of(files: list[str]) -> list[str]:

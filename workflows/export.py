@@ -24,6 +24,8 @@ belong to the audio branch and the fusion (``audio.*``, ``audio_proj.*``, ``fusi
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,36 @@ def export_model(
     return path
 
 
+def read_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, its failures as a
+    :class:`WeightsError` that says what the file holds: empty (0 bytes); pickled Python
+    objects, refused because unpickling them would run code named by the file (an AVRSP
+    model or checkpoint holds only tensors and plain containers); or not a complete PyTorch
+    file (cut short or damaged)."""
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty (0 bytes), not an AVRSP model or checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only's refusal, or no pickle at all
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise WeightsError(
+                f"{path}: not a loadable AVRSP model: not a PyTorch file "
+                f"({path.stat().st_size:,} bytes)"
+            ) from None
+        raise WeightsError(
+            f"{path}: holds pickled Python objects ({found.group(1)}) besides tensors; "
+            "loading them would run code the file names, so it is refused (an AVRSP model "
+            "or checkpoint holds only tensors, numbers and text)"
+        ) from None
+    except Exception as exc:  # zip and stream errors come in many types
+        first = str(exc).split(". ")[0].splitlines()[0] if str(exc) else ""
+        raise WeightsError(
+            f"{path}: damaged or truncated: not a complete PyTorch file "
+            f"({path.stat().st_size:,} bytes; {type(exc).__name__}: {first})"
+        ) from None
+
+
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
         for name in (MODEL_FILE, CHECKPOINT_FILE):
@@ -101,13 +133,7 @@ def _read(path: Path) -> dict[str, Any]:
             raise WeightsError(f"{path}: folder holds neither {MODEL_FILE} nor {CHECKPOINT_FILE}")
     if not path.is_file():
         raise WeightsError(f"{path}: no such model file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise WeightsError(
-            f"{path}: not a loadable AVRSP model or checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
+    data = read_torch_file(path)
     if not isinstance(data, dict) or "config" not in data:
         raise WeightsError(f"{path}: not an AVRSP model file (no 'config' entry)")
     state = data.get("state_dict", data.get("model"))

@@ -63,6 +63,8 @@ BACKBONE_NAMES = {"s3d": "S3D", "soundnet": "SoundNet-8"}
 
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
 CHECKPOINT_FILE = "checkpoint.pt"
+#: Beside it: its SHA-256, written at save, checked before a resume trusts it.
+CHECKSUM_FILE = "checkpoint.pt.sha256"
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.json"
 VAL_METRICS = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji")
@@ -550,22 +552,98 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], metrics: dict[str, float]) -> Path:
-    """``folder``/``checkpoint.pt`` (the state), ``train_config.json``, ``metrics.json``."""
+    """``folder``/``checkpoint.pt`` (the state), its SHA-256 (``checkpoint.pt.sha256``,
+    ``sha256sum`` format, written after it: :func:`verify_checkpoint`), ``train_config.json``,
+    ``metrics.json``."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / CHECKPOINT_FILE)
+    with open(folder / CHECKPOINT_FILE, "rb") as f:  # the bytes on disk, as a resume reads them
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    (folder / CHECKSUM_FILE).write_text(f"{digest}  {CHECKPOINT_FILE}\n")
     config = json.loads(state["config"])
     (folder / TRAIN_CONFIG_FILE).write_text(json.dumps(config, indent=2))
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return folder
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """The state :func:`save_checkpoint` wrote (``weights_only=True``, on the CPU)."""
-    import torch
+class DamagedCheckpoint(WeightsError):
+    """A checkpoint that cannot be trusted: empty, not the bytes written, or unreadable."""
 
-    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+def _digest(location: str) -> tuple[str, int]:
+    """SHA-256 and size of a file (local or in an object store), streamed."""
+    filesystem, path = storage.resolve(location)
+    digest, size = hashlib.sha256(), 0
+    with filesystem.open_input_stream(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def verify_checkpoint(location: str | Path) -> bool:
+    """Check a checkpoint folder's ``checkpoint.pt`` against the SHA-256 written beside it at
+    save. Returns False for a checkpoint written before checksums (no ``checkpoint.pt.sha256``:
+    only loading it can tell, :func:`load_checkpoint`). Raises :class:`DamagedCheckpoint`
+    naming the file: empty (0 bytes), or other bytes than were saved (cut short, damaged)."""
+    file = storage.join(location, CHECKPOINT_FILE)
+    size = storage.size(file) if storage.is_file(file) else None
+    if size is None:
+        raise DamagedCheckpoint(f"{file}: missing")
+    if size == 0:
+        raise DamagedCheckpoint(f"{file}: empty (0 bytes; the save never wrote it)")
+    recorded = storage.join(location, CHECKSUM_FILE)
+    if not storage.is_file(recorded):
+        return False
+    expected = storage.read_text(recorded).split(maxsplit=1)[0] if storage.size(recorded) else ""
+    actual, size = _digest(file)
+    if actual != expected:
+        raise DamagedCheckpoint(
+            f"{file}: damaged or truncated: its {size:,} bytes do not have the SHA-256 "
+            f"recorded at save in {CHECKSUM_FILE}"
+        )
+    return True
+
+
+def load_checkpoint(folder: str | Path) -> dict[str, Any]:
+    """The state :func:`save_checkpoint` wrote (``weights_only=True``, on the CPU), after
+    :func:`verify_checkpoint`; a folder or an object-store location. Raises
+    :class:`DamagedCheckpoint` naming the file when it cannot be trusted or read."""
+    from workflows.export import read_torch_file
+
+    verify_checkpoint(folder)
+    file = storage.join(folder, CHECKPOINT_FILE)
+    with storage.local_file(file) as local:
+        try:
+            return read_torch_file(local)
+        except WeightsError as exc:
+            raise DamagedCheckpoint(str(exc).replace(str(local), file, 1)) from None
+
+
+def checkpoint_problem(location: str | Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (None: it can): its checksum when it has one,
+    else (written before checksums) whether it loads."""
+    try:
+        if not verify_checkpoint(location):
+            load_checkpoint(location)
+    except DamagedCheckpoint as exc:
+        return str(exc)
+    return None
+
+
+def newest_intact(candidates: list[str]) -> tuple[str | None, list[str]]:
+    """The newest of ``candidates`` (checkpoint locations, oldest first) that
+    :func:`checkpoint_problem` finds intact (None: none is), and the problems of the newer
+    ones it skipped, newest first."""
+    problems = []
+    for location in reversed(candidates):
+        problem = checkpoint_problem(location)
+        if problem is None:
+            return location, problems
+        problems.append(problem)
+    return None, problems
 
 
 def read_metrics(folder: Path) -> dict[str, float]:

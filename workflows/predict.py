@@ -42,6 +42,7 @@ import numpy as np
 from avrsp.errors import AVRSPError, InputError, WeightsError
 from avrsp.inference import resolve_device
 from avrsp.io import write_json, write_text
+from preprocessing.names import check_confined, file_name, file_names
 from workflows.export import load_model
 from workflows.predict_outputs import NpzMaps, Overlay, PngMaps, RelevanceLog
 
@@ -254,9 +255,11 @@ def predict_one(
     """Predict one video with ``loaded`` (a :class:`workflows.export.LoadedModel`) into
     ``out/<name>/`` (module docstring); returns what ``summary.json`` holds.
 
-    ``name`` defaults to the file's stem. ``say`` gets the notes (no audio track, short
-    video) as they arise; ``progress`` draws :class:`Progress` on stderr. ``model_label``:
-    how ``summary.json`` names the model (default what it was loaded from).
+    ``name`` defaults to the file's stem as :func:`preprocessing.names.file_name` makes it
+    a folder name (a given one that is hidden, ``..`` or a path is refused). ``say`` gets
+    the notes (no audio track, short video) as they arise; ``progress`` draws
+    :class:`Progress` on stderr. ``model_label``: how ``summary.json`` names the model
+    (default what it was loaded from).
     """
     from workflows.protocol import frame_maps, open_video, soundtrack
 
@@ -267,7 +270,7 @@ def predict_one(
     inp = config.input
     device = resolve_device(options.device)
     video = open_video(source, inp.sample_rate)  # InputError naming a missing/unreadable file
-    name = name or video.name
+    name = check_confined(name) if name else file_name(source.stem)
     folder = Path(out) / name
     created = not folder.exists()
     staging = prepare_folder(folder, options.overwrite)
@@ -407,14 +410,14 @@ def video_files(folder: Path) -> list[Path]:
 
 
 def output_names(files: list[Path]) -> list[str]:
-    """One output folder name per file: its stem, or its whole name where two files share
-    a stem (``a.mp4`` and ``a.mkv``)."""
-    from preprocessing.records import safe_name
-
-    stems = [safe_name(p.stem) for p in files]
-    return [
-        safe_name(p.name) if stems.count(s) > 1 else s for p, s in zip(files, stems, strict=True)
-    ]
+    """One output folder name per file, unique and inside ``OUT`` (:mod:`preprocessing.names`):
+    its stem, or its whole name where two files share a stem (``a.mp4`` and ``a.mkv``), made
+    a file name by :func:`preprocessing.names.file_names` (``..`` → ``~<hash>``; ``a`` and
+    ``A`` each with its hash)."""
+    stems = [p.stem for p in files]
+    bases = [p.name if stems.count(s) > 1 else s for p, s in zip(files, stems, strict=True)]
+    names = file_names(bases)
+    return [names[b] for b in bases]
 
 
 def _work(options: dict[str, Any], loaded: Any, item: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from avrsp.metrics import all_metrics, points_to_fixation_map
 from avrsp.tables import FrameScores
 from preprocessing.fixations import dhf1k_sigma
 from preprocessing.media import iter_frames
-from preprocessing.records import VideoRecord, safe_name
+from preprocessing.records import VideoRecord
 from preprocessing.segments import Media, frame_target, open_media
 
 AUDIO_MODES = ("real", "none", "shuffled", "noise")
@@ -106,7 +106,7 @@ def open_video(source: str | Path | VideoRecord, sample_rate: int) -> OpenedVide
             raise InputError(f"{path}: no such video file")
         record = VideoRecord(
             dataset="video",
-            video_id=safe_name(path.stem),
+            video_id=path.stem,
             split="test",
             frames=str(path),
             audio=str(path),

@@ -169,11 +169,15 @@ def start_or_resume_run(
     params: dict[str, str],
     tags: dict[str, str],
     experiment: str = DEFAULT_EXPERIMENT,
+    reopen: bool = True,
 ) -> tuple[str, bool]:
     """The MLflow run of the training run in ``run_dir``: ``(run_id, resumed)``.
 
     A new run gets every parameter and tag; a resumed one (``run_dir/mlflow_run.json``
-    names a run the store still has) keeps its parameters and is set back to RUNNING.
+    names a run the store still has) keeps its parameters and is set back to RUNNING, or
+    with ``reopen=False`` keeps its status until the caller's :func:`reopen_run` (training
+    waits for its start, so that a resume that fails before it leaves a finished run
+    FINISHED: :func:`fail_run`).
     """
     c = client(uri)
     marker = run_dir / RUN_FILE
@@ -182,7 +186,8 @@ def start_or_resume_run(
             known = json.loads(marker.read_text())
             run = c.get_run(known["run_id"])
             if known.get("tracking_uri") == uri:
-                c.update_run(run.info.run_id, status="RUNNING")
+                if reopen:
+                    c.update_run(run.info.run_id, status="RUNNING")
                 for key, value in tags.items():
                     c.set_tag(run.info.run_id, key, value)
                 return run.info.run_id, True
@@ -292,6 +297,22 @@ def finish_run(
     for key, value in (tags or {}).items():
         c.set_tag(run_id, key, value)
     c.set_terminated(run_id, status=status)
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Set a resumed run back to RUNNING: its training has started again."""
+    client(uri).update_run(run_id, status="RUNNING")
+
+
+def fail_run(uri: str, run_id: str) -> bool:
+    """Mark a run FAILED if it is RUNNING; a run whose resume failed before
+    :func:`reopen_run` keeps the status it had (FINISHED stays FINISHED). Returns whether
+    it was marked."""
+    c = client(uri)
+    if c.get_run(run_id).info.status != "RUNNING":
+        return False
+    c.set_terminated(run_id, status="FAILED")
+    return True
 
 
 # =========================================================================== evaluation runs

@@ -87,7 +87,27 @@ class LocalModeCheckpoints:
         return (checkpoint_dirs(self.run_dir) or [None])[-1]
 
     def best(self) -> Path:
-        return min(reversed(checkpoint_dirs(self.run_dir)), key=self._score)  # ties: latest
+        """The best checkpoint by the score (ties: the latest) that is intact."""
+        ranked = sorted(reversed(checkpoint_dirs(self.run_dir)), key=self._score)
+        intact = next((f for f in ranked if loop.checkpoint_problem(f) is None), None)
+        if intact is None:
+            raise loop.DamagedCheckpoint(f"{self.run_dir}: no intact checkpoint")
+        return intact
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove what an interrupted :meth:`persist` left: hidden ``.checkpoint_epoch_*.tmp…``
+        folders, and ``.NAME.*.tmp`` files of an interrupted atomic write
+        (:mod:`avrsp.io`) beside them. Returns what it removed."""
+        found = [
+            *self.run_dir.glob(f".{loop.CHECKPOINT_PREFIX}*.tmp*"),
+            *(f for f in self.run_dir.glob(".*.tmp") if f.is_file()),
+        ]
+        for leftover in found:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        return found
 
     def persist(self, folder: Path, name: str) -> Path:
         """Copy a reported checkpoint in (a crash leaves no half-written folder), then prune."""
@@ -155,20 +175,45 @@ def worker_device(cfg: TrainConfig) -> Any:
     return torch.device("cpu")
 
 
+def resume_state(cfg: TrainConfig, local_mode: bool) -> tuple[dict[str, Any] | None, set[str]]:
+    """The state a worker resumes from: that of Ray's latest checkpoint
+    (``ray.train.get_checkpoint()``; in local mode, which keeps none, the run's newest
+    folder), or, when that one is damaged (:func:`workflows.loop.load_checkpoint`), of the
+    newest intact one before it. Returns it (None: a new run) and the names of the damaged
+    checkpoints passed over (the driver has said which, :func:`train`)."""
+    found = ray.train.get_checkpoint()
+    listed = loop.checkpoint_locations(cfg.run_location)
+    if found is not None:
+        newest = Path(found.path).name
+    elif local_mode and listed:
+        newest = storage.name(listed[-1])
+    else:
+        return None, set()
+    older = [loc for loc in reversed(listed) if storage.name(loc) < newest]
+    damaged: set[str] = set()
+    for location in [storage.join(cfg.run_location, newest), *older]:
+        try:
+            return loop.load_checkpoint(location), damaged
+        except loop.DamagedCheckpoint as exc:
+            logging.getLogger(__name__).warning("skipping a damaged checkpoint: %s", exc)
+            damaged.add(storage.name(location))
+    raise loop.DamagedCheckpoint(
+        f"{cfg.run_location}: no intact checkpoint to resume from ({', '.join(sorted(damaged))} "
+        "damaged): --overwrite starts the run again"
+    )
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """What Ray Train runs on every worker: the Ray side of :func:`workflows.loop.fit`."""
+    from workflows import tracking
     from workflows.data import fixed_windows
     from workflows.tracking import EpochLogger, saliency_grid
 
     cfg = TrainConfig.model_validate(loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
     local = None if cfg.num_workers else LocalModeCheckpoints(cfg.run_dir, checkpoint_config(cfg))
-    device, resume, found = worker_device(cfg), None, ray.train.get_checkpoint()
-    if found is not None:
-        with found.as_directory() as folder:
-            resume = loop.load_checkpoint(Path(folder))
-    elif local is not None and local.latest() is not None:
-        resume = loop.load_checkpoint(local.latest())
+    device = worker_device(cfg)
+    resume, damaged = resume_state(cfg, local is not None)
     model = ray.train.torch.prepare_model(loop.initial_model(cfg, resume), move_to_device=device)
 
     logger, windows = None, {}
@@ -189,7 +234,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, float], folder: Path | None) -> None:
         epoch, checkpoint = int(metrics["epoch"]), None
-        name = f"{loop.CHECKPOINT_PREFIX}{epoch:04d}"
+        name = base = f"{loop.CHECKPOINT_PREFIX}{epoch:04d}"
+        # Ray still holds the damaged checkpoint of this epoch, and would prune the new one
+        # with it if they shared a folder: the redone epoch gets a name of its own. (Local
+        # mode replaces the damaged folder.)
+        while local is None and name in damaged:
+            name = f"{base}.{int(name.rpartition('.')[2]) + 1 if name != base else 1}"
         if folder is not None:
             folder = local.persist(folder, name) if local is not None else folder
             checkpoint = ray.train.Checkpoint.from_directory(folder)
@@ -218,6 +268,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return shard_batches(val_shard, cfg, train=False, epoch=0, rank=rank)
 
     hook = loop_config.get("step_hook")
+    if rank == 0:  # training starts: the run is RUNNING again (tracking.fail_run)
+        tracking.reopen_run(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
     try:
         loop.fit(
             cfg,
@@ -269,8 +321,21 @@ def train(
     if overwrite:
         storage.delete_tree(cfg.run_location)
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    local = cfg.num_workers == 0
+    if local:  # what an interrupted copy of a checkpoint left
+        LocalModeCheckpoints(cfg.run_dir, checkpoint_config(cfg)).remove_leftovers()
     resumed_from = loop.check_resume(cfg)
     if resumed_from is not None:
+        # Verified before trusted: a damaged newest checkpoint is named and passed over.
+        found = loop.checkpoint_locations(cfg.run_location)
+        resumed_from, problems = loop.newest_intact(found)
+        for problem in problems:
+            log(f"[avrsp train] skipping a damaged checkpoint: {problem}")
+        if resumed_from is None:
+            raise loop.DamagedCheckpoint(
+                f"{cfg.run_location}: run {cfg.run_name!r} has no intact checkpoint to resume "
+                "from (above): --overwrite starts it again, or use a new --run-name"
+            )
         done = storage.read_json(storage.join(resumed_from, loop.METRICS_FILE))
         log(
             f"[avrsp train] resuming run {cfg.run_name!r} from {storage.name(resumed_from)} "
@@ -301,14 +366,19 @@ def train(
     if remote:  # the driver's files of a run on an object store: staged here, uploaded
         pull_run_files(cfg)
     run_id, resumed = tracking.start_or_resume_run(
-        uri, run_dir, run_name=cfg.run_name, params=params, tags=tags, experiment=cfg.experiment
+        uri,
+        run_dir,
+        run_name=cfg.run_name,
+        params=params,
+        tags=tags,
+        experiment=cfg.experiment,
+        reopen=False,  # the workers reopen it when training starts
     )
     if remote:
         push_run_files(cfg, RUN_FILE)
 
     init_ray(cfg.address, packages=("avrsp", "preprocessing", "workflows"))
     train_ds = training_dataset(cfg, train_files, train_spec)
-    local = cfg.num_workers == 0
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=dict(
@@ -339,7 +409,7 @@ def train(
     try:
         result = trainer.fit()
     except Exception as exc:
-        tracking.finish_run(uri, run_id, status="FAILED")
+        tracking.fail_run(uri, run_id)  # a resume that failed before training: unchanged
         cause = exc
         while cause.__cause__ is not None and not isinstance(cause, AVRSPError):
             cause = cause.__cause__
@@ -356,7 +426,7 @@ def train(
         model_path, best_metrics = loop.export_best(cfg, best, meta)
         best_location = str(best)
     else:
-        best_checkpoint = result.get_best_checkpoint("val_loss", "min")
+        best_checkpoint = best_intact(cfg, result)
         best_location = storage.join(cfg.run_location, Path(best_checkpoint.path).name)
         with result.checkpoint.as_directory() as latest:  # a download from an object store
             history = loop.load_checkpoint(Path(latest))["history"]
@@ -406,6 +476,17 @@ def train(
         run_location=cfg.run_location,
         model_location=model_location,
     )
+
+
+def best_intact(cfg: TrainConfig, result: ray.train.Result) -> ray.train.Checkpoint:
+    """Ray's best checkpoint by validation loss that is intact: Ray may still keep a
+    damaged one that a resume passed over."""
+    ranked = sorted(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
+    for checkpoint, _ in ranked:
+        if loop.checkpoint_problem(storage.join(cfg.run_location, Path(checkpoint.path).name)):
+            continue
+        return checkpoint
+    raise loop.DamagedCheckpoint(f"{cfg.run_location}: no intact checkpoint among Ray's best")
 
 
 def _where(exc: BaseException) -> str:

@@ -14,10 +14,13 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from avrsp.errors import InputError
+from preprocessing.names import file_names
+from preprocessing.records import VideoRecord
 from preprocessing.sources import dhf1k, gaze, stavis
 from preprocessing.sources.common import Listing
 
@@ -56,7 +59,18 @@ def open_source(spec: str, **options: Any) -> Listing:
     listing = reader(path, **kwargs)
     if listing.empty:
         raise InputError(f"--source {spec}: no videos found in {path} ({kind} layout expected)")
+    listing.records = with_file_stems(listing.records)
     return listing
+
+
+def with_file_stems(records: list[VideoRecord]) -> list[VideoRecord]:
+    """The records with :attr:`VideoRecord.stem` set: file names unique within each dataset,
+    case and Unicode forms ignored (:func:`preprocessing.names.file_names`)."""
+    by_dataset: dict[str, list[str]] = {}
+    for r in records:
+        by_dataset.setdefault(r.dataset, []).append(r.video_id)
+    stems = {d: file_names(ids) for d, ids in by_dataset.items()}
+    return [replace(r, stem=stems[r.dataset][r.video_id]) for r in records]
 
 
 __all__ = ["READERS", "Listing", "open_source", "parse_source"]
