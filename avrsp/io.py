@@ -5,7 +5,8 @@ failure reports, models, markers, synthetic clips) go through :func:`atomic_writ
 files and checkpoint folders are renamed into place by their own writers. The content goes
 to a temporary name in the same folder and is renamed over the target (``os.replace`` is
 atomic within a file system), so an interrupted job leaves the old file or the new one,
-and at worst a hidden ``.NAME.*.tmp`` leftover beside it.
+and at worst a hidden ``.NAME.*.tmp`` leftover beside it. The file gets the mode any
+new file gets (0666 less the umask: 0644 as a rule), not ``mkstemp``'s private 0600.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,46 @@ def atomic_write(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     ending, for writers that pick a format by it (ffmpeg)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_file(path.parent, f".{path.name}.", suffix)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def made_folders_removed_on_error(folder: str | Path) -> Iterator[Path]:
+    """``with made_folders_removed_on_error(out):`` — if the block raises, the folders of
+    ``out``'s path that did not exist when it began (``out`` and its missing parents) are
+    removed again while they are empty: a refused or failed run leaves no empty folder it
+    made, and never touches what was there before or anything written."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield folder
+    except BaseException:
+        for made in missing:
+            try:
+                made.rmdir()
+            except FileNotFoundError:
+                continue  # never made: the run stopped before
+            except OSError:
+                break  # holds something: it and its parents stay
+        raise
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """An empty file of a new name in ``folder``, created exclusively like ``mkstemp``'s but
+    with the usual mode (0666 less the umask), which ``os.replace`` carries to the target."""
+    while True:
+        tmp = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -167,6 +167,8 @@ def _open(src: _Source) -> av.container.InputContainer:
         if src.is_sequence:
             raise InputError(f"{src.name}: no images match the pattern ({exc.strerror})") from None
         if isinstance(exc, av.error.InvalidDataError):
+            if os.path.getsize(src.url) == 0:  # FFmpeg's reason for it: invalid data
+                raise InputError(f"{src.name}: empty (0 bytes), not a video") from None
             detail = "not a video file FFmpeg can read, or the file is damaged/truncated"
             raise InputError(f"{src.name}: {detail} ({exc.strerror})") from None
         raise InputError(f"{src.name}: cannot open it ({exc.strerror})") from None

@@ -648,6 +648,13 @@ def test_avrsp_commands_parse_with_the_real_cli(where: str, command: str) -> Non
     args = avrsp_args(command)
     assert args, f"{where}: no avrsp command in {command!r}"
     parsed = parse_avrsp(args)
+    if args[0] == "submit":  # and its config and options, as `avrsp submit` checks them
+        from workflows.cli import build_parser
+        from workflows.submit import check_command, project_root
+
+        outer = build_parser().parse_args(args)
+        inner = list(outer.job_args)
+        check_command(outer.job_command, inner[inner[:1] == ["--"] :], project_root())
     # a submitted command runs on the cluster: its data and storage must be shared locations
     if args[0] == "submit" or where.startswith("rayjob"):
         for option in ("data", "storage", "out"):

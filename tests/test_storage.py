@@ -145,7 +145,7 @@ def test_submission_carries_the_project_and_the_environment(monkeypatch, tmp_pat
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("MY_TOKEN", "t0")
-    args = ["--data", "s3://b/shards", "--run-name", "it's mine", "--num-workers", "2"]
+    args = ["--data", "s3://b/shards", "--set", "experiment=it's mine", "--num-workers", "2"]
     sub = build_submission("train", args, address="http://head:8265", env=parse_env(["MY_TOKEN"]))
     assert shlex.split(sub.entrypoint) == ["python", "-m", "workflows.cli", "train", *args]
     env = sub.runtime_env["env_vars"]

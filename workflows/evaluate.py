@@ -134,18 +134,40 @@ class EvalOptions:
             raise InputError("--model is needed (or --baseline centre to score the baseline alone)")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")
+
+
+#: Sources whose splits come from an optional ``splits.csv``, every video ``train`` without.
+SPLITS_FILE_KINDS = ("csv", "synthetic", "diem")
+
+
+def default_split(source: str) -> str:
+    """``--split`` when none is given: ``test``; ``all`` for a source whose folder has no
+    ``splits.csv`` (nothing was set aside for testing: every video is scored)."""
+    from preprocessing.sources import parse_source
+
+    kind, path = parse_source(source)
+    if kind in SPLITS_FILE_KINDS and path.is_dir() and not (path / "splits.csv").is_file():
+        return "all"
+    return "test"
 
 
 def test_records(source: str, split: str, fold: int | None) -> tuple[list[VideoRecord], list[dict]]:
     """The videos of ``source`` that are scored for ``split``: those of the split, and for a
     k-fold dataset (``split=cv``) the test videos of every fold (of ``fold`` only when
-    given). Also the listing's failures."""
+    given); ``all``: every video. Also the listing's failures."""
     from preprocessing.sources import open_source
 
     listing = open_source(source)
     chosen = []
     for rec in listing.records:
-        if rec.split == "cv":
+        if split == "all":
+            if fold is None or rec.split != "cv" or rec.fold == fold:
+                chosen.append(rec)
+        elif rec.split == "cv":
             if split in ("test", "cv") and (fold is None or rec.fold == fold):
                 chosen.append(rec)
         elif rec.split == split:
@@ -155,7 +177,7 @@ def test_records(source: str, split: str, fold: int | None) -> tuple[list[VideoR
         raise InputError(
             f"--source {source}: no videos in split {split!r}"
             + (f" (fold {fold})" if fold is not None else "")
-            + f"; splits found: {', '.join(found) or 'none'}"
+            + f"; splits found: {', '.join(found) or 'none'} (--split all: every video)"
         )
     return chosen, list(listing.failed)
 
@@ -276,19 +298,30 @@ class EvalReport:
 def evaluate(opts: EvalOptions, *, log: Callable[[str], None] = print) -> EvalReport:
     """``avrsp evaluate``: score ``opts.model`` (and the centre-bias baseline) on every test
     video of ``opts.source`` by the published protocol (module docstring)."""
+    from avrsp.io import made_folders_removed_on_error
+
+    with made_folders_removed_on_error(opts.out):  # a refused run leaves no empty --out
+        return _evaluate(opts, log)
+
+
+def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
     from functools import partial
 
     from avrsp.io import write_json, write_text
     from workflows.pool import default_actors, map_videos, run_local
 
-    out = _prepare_out(opts.out, opts.overwrite)
+    _check_out(opts.out, opts.overwrite)
     records, failed = test_records(opts.source, opts.split, opts.fold)
+    if opts.split == "all":
+        log(f"split all: every video of {opts.source} ({len(records)})")
     records = records[: opts.limit] if opts.limit else records
     spec = None if opts.baseline_only else opts.model
     load = _no_model if spec is None else partial(load_model, spec, tracking_uri=opts.mlflow_uri)
     loaded = load()  # a wrong --model fails here, before any replica starts
     if loaded is not None and loaded.path is not None:
         load = partial(load_model, str(loaded.path))  # replicas read the local file
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)  # once the source and the model are good
     modes = opts.audio
     if loaded is not None and not loaded.config.model.use_audio and modes != ("real",):
         log("note: a visual-only model hears nothing; --audio modes other than real are skipped")
@@ -380,15 +413,14 @@ def evaluate(opts: EvalOptions, *, log: Callable[[str], None] = print) -> EvalRe
     return report
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    """The output folder; one that holds files is refused unless ``overwrite``."""
+def _check_out(out: Path, overwrite: bool) -> None:
+    """The output folder may be written: one that holds files is refused unless
+    ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out}: the folder holds files; pass --overwrite to replace them")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _table(

@@ -41,7 +41,7 @@ import numpy as np
 
 from avrsp.errors import AVRSPError, InputError, WeightsError
 from avrsp.inference import resolve_device
-from avrsp.io import write_json, write_text
+from avrsp.io import made_folders_removed_on_error, write_json, write_text
 from preprocessing.names import check_confined, file_name, file_names
 from workflows.export import load_model
 from workflows.predict_outputs import NpzMaps, Overlay, PngMaps, RelevanceLog
@@ -466,8 +466,37 @@ def predict(
     through :func:`workflows.pool.map_videos` (``workers`` actors; 0: one after the other
     here, without Ray). Failures of a folder's videos go to ``OUT/failures.json``.
     ``model``: a path or an MLflow URI (read from ``tracking_uri``); default
-    :data:`DEFAULT_MODEL`."""
-    source, out = Path(source), Path(out)
+    :data:`DEFAULT_MODEL`. A run that raises leaves no empty folder it made."""
+    with made_folders_removed_on_error(out):
+        return _predict(
+            Path(source),
+            Path(out),
+            model=model,
+            options=options,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+            address=address,
+            tracking_uri=tracking_uri,
+            say=say,
+            progress=progress,
+        )
+
+
+def _predict(
+    source: Path,
+    out: Path,
+    *,
+    model: str | Path | None,
+    options: PredictOptions | None,
+    workers: int | None,
+    cpus_per_worker: float,
+    gpus_per_worker: float | None,
+    address: str | None,
+    tracking_uri: str | None,
+    say: Say,
+    progress: bool,
+) -> PredictReport:
     options = options or PredictOptions()
     spec = model_or_default(model)
     report = PredictReport(out=out)

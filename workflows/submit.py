@@ -4,13 +4,19 @@
 workflows.cli COMMAND ARGS``, with a ``runtime_env`` that carries
 
 - the project as its ``working_dir`` (this checkout, minus :data:`EXCLUDES`: data, runs,
-  virtualenvs, caches), so the cluster runs exactly the code that was submitted; its
-  nodes need the dependencies only (the image of ``cluster/Dockerfile``);
+  virtualenvs, caches, pretrained weights, secret files such as ``.env``), so the cluster
+  runs exactly the code that was submitted; its nodes need the dependencies only (the
+  image of ``cluster/Dockerfile``);
 - the environment the job needs to find its services: :data:`FORWARDED_ENV` when set
   here (the MLflow server, the object store's endpoint and region), plus every ``--env``.
   Secrets are not forwarded unless named with ``--env``: a job's runtime_env is visible to
   anyone who can read the dashboard; on a cluster, credentials belong to the nodes
-  (an instance role, a Kubernetes Secret).
+  (an instance role, a Kubernetes Secret). So a forwarded URI loses a ``user:password@``
+  it holds, with a warning (:func:`without_credentials`).
+
+Before anything is sent, the command's arguments are checked here as the command itself
+would check them: its parser, then its ``check(args)`` where it has one (the training
+config, the options of preprocess, evaluate, predict), without touching the data.
 
 It then streams the job's logs and returns the job's exit status. Ray's token
 authentication (on by default for clusters since Ray 2.59) needs nothing from the user
@@ -21,6 +27,7 @@ the head prints it); when one is there, token mode is switched on for the client
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import re
@@ -29,11 +36,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from avrsp.errors import ConfigError, InputError
+from avrsp.errors import AVRSPError, ConfigError, InputError
 
 #: The commands that can be submitted (the ones that do a job's work).
 SUBMITTABLE = ("preprocess", "train", "tune", "evaluate", "predict")
@@ -41,7 +49,9 @@ SUBMITTABLE = ("preprocess", "train", "tune", "evaluate", "predict")
 EXCLUDES = [  # .git and .venv Ray leaves out by itself, and what .gitignore names
     "venv", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
     "runs", "data", "demo", "out", "mlruns", "mlruns.db", "*.db", "*.parquet", "*.mp4",
-    "*.avi", "*.pt", "*.npz", "build", "dist", "docs/images",
+    "*.avi", "*.pt", "*.pth", "*.npz", "build", "dist", "docs/images",
+    "/weights",  # pretrained backbones (docs/TRAINING.md): large, and not ours to copy
+    ".env", ".env.*", "*.pem", "*.key",  # secrets: the job gets them from its nodes
 ]  # fmt: skip
 #: Variables sent along when they are set here: where the services are, never a secret.
 FORWARDED_ENV = (
@@ -149,12 +159,56 @@ def local_path_warnings(args: Sequence[str]) -> list[str]:
     return warnings
 
 
+def without_credentials(value: str) -> str:
+    """``value`` without the ``user:password@`` of a URI (``http://u:p@host:5000`` →
+    ``http://host:5000``); anything else unchanged."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if not parts.scheme or "@" not in parts.netloc:
+        return value
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def check_command(command: str, args: Sequence[str], working_dir: Path) -> None:
+    """``avrsp COMMAND ARGS`` checked as the job would check it before its work starts: the
+    parser, then the command module's ``check(args)`` (its config and options; no data is
+    read). A relative ``--config`` is read from ``working_dir``, as the job reads it; an
+    absolute one that is not on this machine (a path inside the cluster's image) is left
+    to the job."""
+    from workflows.cli import build_parser
+
+    try:
+        parsed = build_parser().parse_args([command, *args])
+    except SystemExit as exc:
+        raise ConfigError(f"avrsp {command}: invalid arguments (see above)") from exc
+    check = getattr(importlib.import_module(f"workflows.commands.{command}"), "check", None)
+    config = getattr(parsed, "config", None)
+    if config and not Path(config).is_absolute():
+        parsed.config = str(working_dir / config)
+        if not Path(parsed.config).is_file():
+            raise ConfigError(
+                f"avrsp {command}: --config {config}: not in the project sent as the job's "
+                f"code ({working_dir}); give a path there or an absolute path on the nodes"
+            )
+    elif config and not Path(config).is_file():
+        return  # on the nodes only: the job checks it
+    if check is not None:
+        try:
+            check(parsed)
+        except AVRSPError as exc:
+            raise ConfigError(f"avrsp {command}: {exc}") from None
+
+
 @dataclass
 class Submission:
     job_id: str
     address: str
     entrypoint: str
     runtime_env: dict[str, Any]
+    #: What the user should know (credentials left out of a forwarded URI).
+    warnings: list[str] = field(default_factory=list)
 
 
 def build_submission(
@@ -171,15 +225,27 @@ def build_submission(
         raise ConfigError(
             f"avrsp submit {command}: only {', '.join(SUBMITTABLE)} run as cluster jobs"
         )
-    from workflows.cli import build_parser
-
-    try:  # the command's own checks, here and now rather than on the cluster
-        build_parser().parse_args([command, *args])
-    except SystemExit as exc:
-        raise ConfigError(f"avrsp {command}: invalid arguments (see above)") from exc
-    forwarded = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    working_dir = working_dir or project_root()
+    check_command(command, args, working_dir)  # here and now rather than on the cluster
+    forwarded, warnings = {}, []
+    for key in FORWARDED_ENV:
+        value = os.environ.get(key)
+        if not value:
+            continue
+        forwarded[key] = without_credentials(value)
+        if forwarded[key] != value:
+            warnings.append(
+                f"{key} holds a user name and password: sent to the job as {forwarded[key]} "
+                "without them (a job's environment shows on the dashboard); give the job "
+                + (
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD another way: "
+                    if key.startswith("MLFLOW_")
+                    else "the credentials another way: "
+                )
+                + "the nodes' environment, or --env (cluster/README.md)"
+            )
     runtime_env = {
-        "working_dir": str(working_dir or project_root()),
+        "working_dir": str(working_dir),
         "excludes": list(EXCLUDES),
         "env_vars": {**forwarded, **(env or {}), "PYTHONUNBUFFERED": "1"},
     }
@@ -189,6 +255,7 @@ def build_submission(
         address=dashboard_address(address),
         entrypoint=shlex.join(["python", "-m", "workflows.cli", command, *args]),
         runtime_env=runtime_env,
+        warnings=warnings,
     )
 
 

@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="model.pt (file or run folder), runs:/ID/PATH or models:/NAME/V")
     p.add_argument("--source", required=True, help="KIND:PATH, e.g. stavis:/data/stavis")
-    p.add_argument("--split", default="test", help="split to score (default test; cv: all folds)")
+    p.add_argument(
+        "--split",
+        help="split to score: test (the default; a k-fold dataset's cv videos, every fold), "
+        "val, train, or all (every video: the default of a source without splits.csv)",
+    )
     p.add_argument("--fold", type=int, help="k-fold datasets: only the test videos of fold K")
     p.add_argument(
         "--audio",
@@ -54,26 +58,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check(args: argparse.Namespace) -> None:
+    """The options checked as :func:`run` checks them, nothing read (``avrsp submit``)."""
+    options(args, args.out, args.device, args.gpus_per_worker, split=args.split or "test")
+
+
 def run(args: argparse.Namespace) -> int:
     from avrsp.inference import resolve_device
+    from workflows.evaluate import default_split
 
     device = resolve_device(args.device)
     gpus = args.gpus_per_worker
     if device == "cuda" and not gpus and args.workers != 0:
         gpus = 1.0
+    split = args.split or default_split(args.source)
+    options(args, args.out, device, gpus, split=split)  # a refused option writes nothing
     from preprocessing.storage import staged_output
 
     with staged_output(args.out, overwrite=args.overwrite, last=("table.md", "table.csv")) as out:
-        return _run(args, out, device, gpus)
+        return _run(args, options(args, out, device, gpus, split=split))
 
 
-def _run(args: argparse.Namespace, out: Any, device: str, gpus: float | None) -> int:
-    from workflows.evaluate import EvalOptions, evaluate
+def options(
+    args: argparse.Namespace, out: Any, device: str, gpus: float | None, *, split: str
+) -> Any:
+    """The :class:`~workflows.evaluate.EvalOptions` of the arguments (checked)."""
+    from workflows.evaluate import EvalOptions
 
-    opts = EvalOptions(
+    return EvalOptions(
         source=args.source,
         model=args.model,
-        split=args.split,
+        split=split,
         fold=args.fold,
         audio=tuple(args.audio),
         baseline_only=args.baseline == "centre",
@@ -91,6 +106,11 @@ def _run(args: argparse.Namespace, out: Any, device: str, gpus: float | None) ->
         mlflow_uri=args.mlflow_uri,
         tracking=not args.no_mlflow,
     )
+
+
+def _run(args: argparse.Namespace, opts: Any) -> int:
+    from workflows.evaluate import evaluate
+
     report = evaluate(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(report.table.to_markdown())
     if report.run_id:

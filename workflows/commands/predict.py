@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from avrsp.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,10 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from workflows.predict import PredictOptions, predict
+def predict_options(args: argparse.Namespace) -> Any:
+    """The :class:`~workflows.predict.PredictOptions` of the arguments (checked)."""
+    from workflows.predict import PredictOptions
 
-    options = PredictOptions(
+    if args.workers is not None and args.workers < 0:
+        raise InputError(f"--workers must be >= 0, got {args.workers}")
+    return PredictOptions(
         format=args.format,
         size=args.size,
         overlay=not args.no_overlay,
@@ -74,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
     )
+
+
+def check(args: argparse.Namespace) -> None:
+    """The options checked as :func:`run` checks them, nothing read (``avrsp submit``)."""
+    predict_options(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from workflows.predict import predict
+
+    options = predict_options(args)
     from preprocessing.storage import staged_output
 
     with staged_output(args.out, overwrite=args.overwrite, last=("summary.json",)) as out:

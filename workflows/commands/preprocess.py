@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from avrsp.config import AVRSPConfig, preset
 from avrsp.errors import InputError
@@ -74,13 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
-
-    from preprocessing.pipeline import preprocess
+def options(args: argparse.Namespace) -> tuple[AVRSPConfig, Any]:
+    """The config and the :class:`~preprocessing.segments.SegmentOptions` the arguments
+    give, checked (no video or gaze file is read)."""
     from preprocessing.segments import MiB, SegmentOptions
 
-    # Options here, the source's files when it is listed: all before Ray starts (exit 2).
     config = AVRSPConfig.load(args.config) if args.config else preset(args.preset)
     if args.stride is not None and args.stride < 1:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--num-cpus must be >= 1, got {args.num_cpus}")
     if args.fps is not None and not 0 < args.fps < float("inf"):
         raise InputError(f"--fps must be a positive number, got {args.fps}")
-    options = SegmentOptions.from_config(
+    return config, SegmentOptions.from_config(
         config,
         stride=args.stride,
         target=args.target,
@@ -96,12 +95,26 @@ def run(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
         max_shard_bytes=args.max_shard_mb * MiB,
     )
+
+
+def check(args: argparse.Namespace) -> None:
+    """The options checked as :func:`run` checks them (``avrsp submit``)."""
+    options(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from preprocessing.pipeline import preprocess
+
+    # Options here, the source's files when it is listed: all before Ray starts (exit 2).
+    config, segment_options = options(args)
     datasets = tuple(d.strip() for d in args.datasets.split(",")) if args.datasets else None
     report = preprocess(
         args.source,
         args.out,
         config=config,
-        options=options,
+        options=segment_options,
         source_options={
             "datasets": datasets,
             "fps": args.fps,

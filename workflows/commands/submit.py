@@ -66,7 +66,7 @@ def run_submit(args: argparse.Namespace) -> int:
         working_dir=Path(args.working_dir).resolve() if args.working_dir else None,
         job_id=args.job_id,
     )
-    for warning in local_path_warnings(job_args):
+    for warning in [*submission.warnings, *local_path_warnings(job_args)]:
         print(f"avrsp submit: warning: {warning}", file=sys.stderr)
     return submit(submission, wait=not args.no_wait)
 

@@ -108,6 +108,11 @@ def build_config(args: argparse.Namespace) -> Any:
     return config
 
 
+def check(args: argparse.Namespace) -> None:
+    """The arguments' config checked, nothing read but a --config file (``avrsp submit``)."""
+    build_config(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from workflows.train import train
 
