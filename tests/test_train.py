@@ -258,7 +258,7 @@ def test_loop_trains_validates_and_checkpoints_on_batches_in_memory(
     assert history[-1]["val_windows"] == 2  # max_val_batches=1
     assert -1 <= history[-1]["val_cc"] <= 1 and 0 <= history[-1]["val_auc_judd"] <= 1
     _, state, files = reports[-1]
-    assert files == ["checkpoint.pt", "metrics.json", "train_config.json"]
+    assert files == ["checkpoint.pt", "checkpoint.pt.sha256", "metrics.json", "train_config.json"]
     assert state["epoch"] == 1 and state["global_step"] == 4 and state["history"] == history
     assert state["scheduler"]["factor"] == 0.5
     assert state["optimizer"]["param_groups"][0]["weight_decay"] == 1e-5

@@ -13,21 +13,28 @@ Train's in-process local mode runs no controller, hence no callbacks, and its
 
 ASHA (grace period one epoch) stops weak trials of a plain space on the validation
 metric; the named ablations run every row to the end (FIFO), since every row belongs in
-the table. A sweep folder that holds Tune's state is resumed with ``Tuner.restore``:
-finished trials are kept, unfinished and failed ones run (again).
+the table.
+
+A trial's outcome is its own file, ``trials/TRIAL/trial_result.json``, written atomically
+after its model is exported and its MLflow run finished (by the trial), or when ASHA stops
+it (by the driver). It is the one record the ranking, ``best_config.yaml`` and a resume
+read. A re-run of the sweep keeps the trials whose file is usable and runs the others in a
+fresh Tuner: each resumes its own training checkpoints and MLflow run. Tune's own state
+(``NAME/tune/``) is never restored, so a sweep killed at any moment resumes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from avrsp.errors import AVRSPError, ConfigError
+from avrsp.errors import AVRSPError, ConfigError, InputError
 from avrsp.io import write_json, write_text
 from avrsp.tables import ResultsTable, canonical_metric
 from preprocessing import storage
@@ -38,6 +45,8 @@ from workflows.loop import StepHook, TrainConfig, absolute_weights, check_backbo
 PLAN_FILE = "trials.json"
 EVAL_DIR = "eval"
 TRIALS_DIR = "trials"
+RESULT_FILE = "trial_result.json"  # in trials/TRIAL/: the trial's outcome, written last
+TUNE_DIR = "tune"  # Ray Tune's state and logs of the latest call
 SYNTH_ORDER = ("relevant", "irrelevant", "silent")
 
 
@@ -60,9 +69,13 @@ class SweepOptions:
     verbose: int = 0  # Tune's own status tables and the workers' output (0: one line a trial)
 
 
-def _trial_lines(log: Callable[[str], None], total: int) -> Any:
+def _trial_lines(
+    log: Callable[[str], None], total: int, run_dirs: dict[str, Path], metric: str, mode: str
+) -> Any:
     """A Tune callback that logs one line per trial that ends (our progress, instead of
-    Tune's status tables). Built here so that importing this module does not import Tune."""
+    Tune's status tables), and records the outcome of a trial ASHA stopped (a trial that
+    ends by itself wrote its own). Built here so that importing this module does not import
+    Tune."""
     from ray.tune import Callback
 
     def label(trial: Any) -> str:
@@ -73,13 +86,13 @@ def _trial_lines(log: Callable[[str], None], total: int) -> Any:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.done += 1
-            last = trial.last_result or {}
-            shown = ", ".join(
-                f"{k} {last[k]:.4f}"
-                for k in ("val_loss", "val_cc")
-                if isinstance(last.get(k), float)
-            )
-            log(f"[{self.done}/{total}] trial {label(trial)} finished: {shown}")
+            run_dir = run_dirs.get(label(trial))
+            known = read_result(run_dir, metric, mode) if run_dir else None
+            if run_dir is not None and known is None:  # stopped by the scheduler
+                _record_stopped(run_dir, trial.last_result or {})
+                known = read_result(run_dir, metric, mode)
+            shown = f"{known.status}: {metric} {known.metric:.4f}" if known else "ended"
+            log(f"[{self.done}/{total}] trial {label(trial)} {shown}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.done += 1
@@ -181,8 +194,10 @@ def open_child_run(cfg: TrainConfig, trial: dict[str, Any]) -> str:
         "avrsp.row": str(trial["row"]),
         "avrsp.values": json.dumps(trial["values"]),
     }
+    uri = cfg.mlflow_uri or tracking.default_tracking_uri()
+    _recover_run_file(uri, cfg, trial)
     run_id, _ = tracking.start_or_resume_run(
-        cfg.mlflow_uri or tracking.default_tracking_uri(),
+        uri,
         cfg.run_dir,
         run_name=cfg.run_name,
         params=tracking.flatten(cfg.to_dict()),
@@ -192,8 +207,33 @@ def open_child_run(cfg: TrainConfig, trial: dict[str, Any]) -> str:
     return run_id
 
 
+def _recover_run_file(uri: str, cfg: TrainConfig, trial: dict[str, Any]) -> None:
+    """A trial killed after its MLflow run was made but before ``mlflow_run.json`` was
+    written (or while it was): point the file at that run, so a resume continues it
+    rather than making a second child of the sweep."""
+    from workflows import tracking
+
+    marker = cfg.run_dir / tracking.RUN_FILE
+    try:
+        json.loads(marker.read_text())["run_id"]
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    client = tracking.client(uri)
+    found = client.search_runs(
+        [tracking.experiment_id(uri, cfg.experiment)],
+        filter_string=f"tags.mlflow.parentRunId = '{trial['parent_run_id']}' "
+        f"and tags.`avrsp.trial` = '{trial['name']}'",
+        max_results=1,
+    )
+    if found:
+        write_json(marker, {"run_id": found[0].info.run_id, "tracking_uri": uri}, indent=None)
+
+
 def run_trial(config: dict[str, Any], step_hook: StepHook | None = None) -> None:
-    """The Tune trial: one training run (:func:`workflows.train.train`)."""
+    """The Tune trial: one training run (:func:`workflows.train.train`), then its outcome
+    (``trial_result.json``), written last: a trial without one has not finished."""
+    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from workflows.train import train
@@ -201,7 +241,85 @@ def run_trial(config: dict[str, Any], step_hook: StepHook | None = None) -> None
     trial = config["trial"]
     cfg = TrainConfig.model_validate(trial["train_config"])
     open_child_run(cfg, trial)
-    train(cfg, callbacks=[TuneReportCallback()], step_hook=step_hook)
+    done = train(cfg, callbacks=[TuneReportCallback()], step_hook=step_hook)
+    write_result(cfg.run_dir, "finished", done.history, model=done.model_path)
+    # Tune's last word on the trial. A trial resumed past its last epoch reports no epoch,
+    # and Tune refuses a trial that ends without the metric ("Trial returned a result
+    # which did not include the specified metric(s)"), ending the whole sweep.
+    best = _best(done.history, trial["metric"], trial["mode"])
+    tune.report({trial["metric"]: best[0] if best else math.nan, "epoch": done.best_epoch})
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def write_result(
+    run_dir: Path, status: str, history: list[dict[str, float]], *, model: Path | None = None
+) -> Path:
+    """``run_dir/trial_result.json``, atomically: the status, the per-epoch metrics and, for
+    a finished trial, its model file (size and time: a result is tied to that model)."""
+    record: dict[str, Any] = {"status": status, "epochs": len(history), "history": history}
+    if model is not None:
+        stat = model.stat()
+        record["model"] = {"path": str(model), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return write_json(run_dir / RESULT_FILE, record)
+
+
+def _record_stopped(run_dir: Path, last: dict[str, Any]) -> None:
+    """A trial ASHA stopped: its history from its checkpoints (each holds its epoch's
+    metrics), or Tune's last result where it has none."""
+    from workflows.loop import checkpoint_dirs, read_metrics
+
+    history = []
+    for folder in checkpoint_dirs(run_dir):
+        try:
+            history.append(read_metrics(folder))
+        except (OSError, ValueError):
+            continue
+    if not history and "epoch" in last:
+        history = [{k: v for k, v in last.items() if k in ("epoch", "val_loss", "val_cc")}]
+    if history:
+        write_result(run_dir, "stopped", history)
+
+
+def _best(history: list[dict[str, Any]], metric: str, mode: str) -> tuple[float, int] | None:
+    """The best value of ``metric`` over the epochs, and that epoch; None without one."""
+    found = []
+    for entry in history:
+        value = entry.get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            found.append((float(value), int(entry.get("epoch", len(found)))))
+    if not found:
+        return None
+    return min(found) if mode == "min" else max(found, key=lambda f: (f[0], -f[1]))
+
+
+@dataclass
+class TrialRecord:
+    status: str  # finished, stopped
+    metric: float
+    epochs: int
+
+
+def read_result(run_dir: Path, metric: str, mode: str) -> TrialRecord | None:
+    """The trial's usable outcome, or None: no file, an empty or torn one, no epoch, no
+    finite ``metric``, or (finished) a model that is not the one it names. A trial without
+    a usable outcome runs (again); it is never ranked."""
+    try:
+        data = json.loads((run_dir / RESULT_FILE).read_text())
+        status, history = data["status"], data["history"]
+        if status not in ("finished", "stopped") or not isinstance(history, list):
+            return None
+        if status == "finished":
+            model, stat = data["model"], Path(data["model"]["path"]).stat()
+            if (stat.st_size, stat.st_mtime_ns) != (model["size"], model["mtime_ns"]):
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    best = _best(history, metric, mode)
+    if best is None or int(data.get("epochs", 0)) < 1:
+        return None
+    return TrialRecord(status, best[0], int(data["epochs"]))
 
 
 def _trial_name(trial: Any) -> str:
@@ -344,6 +462,77 @@ def _free_table_name(client: Any, run_id: str, name: str) -> str:
 # --------------------------------------------------------------------------- the sweep
 
 
+def check_options(expansion: Expansion, options: SweepOptions) -> None:
+    """Every option that can be checked before a trial starts, checked (``avrsp train``
+    checks ``--val-split`` up front too): the resources, the trials' shards and splits,
+    ``--eval-source`` and ``--eval-split``, ``--storage``. The error names the option."""
+    from preprocessing.sources import parse_source
+    from workflows.data import split_files
+    from workflows.evaluate import test_records
+    from workflows.loop import dataset_files
+
+    for flag, value, low in (("--max-concurrent", options.max_concurrent, 1),
+                             ("--eval-limit", options.eval_limit, 1)):  # fmt: skip
+        if value is not None and value < low:
+            raise ConfigError(f"{flag}: need >= {low}, got {value}")
+    if options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
+        raise ConfigError(
+            f"--cpus-per-trial {options.cpus_per_trial}, --gpus-per-trial "
+            f"{options.gpus_per_trial}: need CPUs > 0 and GPUs >= 0"
+        )
+    seen = set()
+    for trial in expansion.trials:  # the shards every trial trains and validates on
+        c = trial.config
+        key = (str(c.data), c.train_split, c.val_split, c.fold)
+        if key not in seen:
+            seen.add(key)
+            dataset_files(c)
+    data, split = expansion.trials[0].config.data, options.eval_split
+    source = options.eval_source or "windows"
+    if source == "windows" or source.startswith("windows:"):
+        assert data is not None
+        try:
+            split_files(data, split)
+        except AVRSPError as exc:
+            raise InputError(f"--eval-split {split}: nothing to score on ({exc})") from None
+        if source.startswith("windows:"):
+            from preprocessing.synthetic import read_manifest
+
+            try:
+                read_manifest(source.removeprefix("windows:"))
+            except AVRSPError as exc:
+                raise InputError(f"--eval-source {source}: {exc}") from None
+    else:
+        try:
+            parse_source(source)
+        except AVRSPError:
+            raise InputError(
+                f"--eval-source {source}: expected windows, windows:SYNTH_DIR or KIND:PATH "
+                "(a source avrsp evaluate reads)"
+            ) from None
+        try:
+            test_records(source, split, None)
+        except AVRSPError as exc:
+            if "no videos in split" in str(exc):
+                raise InputError(f"--eval-split {split}: {exc}") from None
+            raise InputError(f"--eval-source {source}: {exc}") from None
+    folder = sweep_folder_of(expansion)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / ".writable", "")
+        (folder / ".writable").unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--storage {options.storage}: cannot write the sweep's folder {folder} "
+            f"({exc.strerror or exc})"
+        ) from None
+
+
+def sweep_folder_of(expansion: Expansion) -> Path:
+    """The sweep's folder, from where :func:`plan` put the trials' runs."""
+    return Path(expansion.trials[0].config.storage_path).parent
+
+
 def run_sweep(
     space: SearchSpace,
     base: TrainConfig,
@@ -354,12 +543,11 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) the sweep of ``space`` on ``base``; returns its outcomes and files.
 
+    Every option is checked before anything starts (:func:`check_options`). A resume keeps
+    the trials with a usable ``trial_result.json`` and runs the others (module docstring).
     ``step_hook(epoch, step, rank)`` goes into every trial's training (the tests inject a
     fault with it).
     """
-    from ray import tune
-
-    from preprocessing.ray_runtime import init_ray
     from workflows import tracking
 
     expansion = plan(space, base, options)
@@ -377,6 +565,7 @@ def run_sweep(
             f"{folder}: sweep {name!r} was started with other trials (see {plan_file}); "
             "resume it with the same space, seeds and settings, or use another --name"
         )
+    check_options(expansion, options)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(plan_file, record)
     if expansion.dropped:
@@ -397,58 +586,46 @@ def run_sweep(
     if not resumed:
         client.log_text(parent_id, space_json, "space.json")
 
-    init_ray(
-        options.address,
-        packages=("avrsp", "preprocessing", "workflows", "tuning"),
-        log_to_driver=options.verbose > 0,
-    )
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, step_hook=step_hook), trial_resources(options)
-    )
-    trial_dicts = [
-        {**r, "train_config": t.config.to_dict(), "parent_run_id": parent_id, "sweep": name}
-        for r, t in zip(record, expansion.trials, strict=True)
-    ]
-    if tune.Tuner.can_restore(str(folder)):
-        log(f"sweep {name}: resuming from {folder}")
-        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_errored=True)
-    else:
-        asha = (options.scheduler or ("fifo" if space.rows else "asha")) == "asha"
-        scheduler = None
-        if asha:
-            # max_t one past the last epoch: ASHA stops a trial that reaches max_t at
-            # once, which would kill it before it exports its model.
-            scheduler = tune.schedulers.ASHAScheduler(
-                time_attr="training_iteration", max_t=base.epochs + 1, grace_period=1
-            )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(trial_dicts)},
-            tune_config=tune.TuneConfig(
-                metric=space.metric,
-                mode=space.mode,
-                scheduler=scheduler,
-                num_samples=1,
-                max_concurrent_trials=options.max_concurrent,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(folder.parent),
-                failure_config=tune.FailureConfig(max_failures=0),
-                verbose=options.verbose,
-                callbacks=[_trial_lines(log, len(expansion.trials))],
-            ),
-        )
-    before = _finished_names(folder)
-    grid = tuner.fit()
+    def known(trial: Trial) -> TrialRecord | None:
+        return read_result(trial.config.run_dir, space.metric, space.mode)
 
-    results = {str(r.config["trial"]["name"]): r for r in grid if r.config}
+    todo = [t for t in expansion.trials if known(t) is None]
+    errors: dict[str, str] = {}
+    if todo:
+        if len(todo) < len(expansion.trials):
+            log(f"sweep {name}: resuming: {len(expansion.trials) - len(todo)} trials done, "
+                f"{len(todo)} to run")  # fmt: skip
+        for t in todo:  # an empty or torn outcome of a killed call
+            (t.config.run_dir / RESULT_FILE).unlink(missing_ok=True)
+        try:
+            errors = _fit(space, expansion, options, todo, parent_id, name, folder, step_hook, log)
+        except Exception as exc:
+            tracking.finish_run(uri, parent_id, status="FAILED")
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            last = (lines or [type(exc).__name__])[-1][:300]  # a traceback's last line
+            raise AVRSPError(
+                f"sweep {name}: Ray Tune stopped ({type(exc).__name__}: {last}); run the "
+                "same command again: the trials with a result are kept, the others run again "
+                "and resume their own checkpoints"
+            ) from exc
+
     outcomes, ran = [], []
+    todo_names = {t.name for t in todo}
     for trial in expansion.trials:
-        outcome = _outcome(trial, results.get(trial.name), space)
-        if trial.name not in before and outcome.status != "pending":
+        marker = trial.config.run_dir / tracking.RUN_FILE
+        try:
+            run_id = json.loads(marker.read_text())["run_id"]
+        except (OSError, ValueError, KeyError):
+            run_id = ""
+        found = known(trial)
+        if found is not None:
+            outcome = TrialOutcome(trial, found.status, found.metric, found.epochs,
+                                   mlflow_run_id=run_id)  # fmt: skip
+        elif trial.name in errors:
+            outcome = TrialOutcome(trial, "error", error=errors[trial.name], mlflow_run_id=run_id)
+        else:
+            outcome = TrialOutcome(trial, "pending", mlflow_run_id=run_id)
+        if trial.name in todo_names and outcome.status != "pending":
             ran.append(trial.name)
         outcomes.append(outcome)
     for o in outcomes:
@@ -468,30 +645,75 @@ def run_sweep(
     return _finish(space, expansion, options, folder, uri, parent_id, outcomes, ran, log)
 
 
-def _finished_names(folder: Path) -> set[str]:
-    """Trials whose training already exported a model before this call."""
-    return {p.parent.name for p in (folder / TRIALS_DIR).glob("*/model.pt")}
+def _fit(
+    space: SearchSpace,
+    expansion: Expansion,
+    options: SweepOptions,
+    todo: list[Trial],
+    parent_id: str,
+    name: str,
+    folder: Path,
+    step_hook: StepHook | None,
+    log: Callable[[str], None],
+) -> dict[str, str]:
+    """The trials ``todo`` in a fresh Tuner (its state in ``NAME/tune/``, replaced each
+    call); returns the errors of those that failed, by trial name."""
+    from ray import tune
 
+    from preprocessing.ray_runtime import init_ray
 
-def _outcome(trial: Trial, result: Any, space: SearchSpace) -> TrialOutcome:
-    marker = trial.config.run_dir / "mlflow_run.json"
-    run_id = json.loads(marker.read_text())["run_id"] if marker.is_file() else ""
-    out = TrialOutcome(trial, "pending", mlflow_run_id=run_id)
-    if result is None:
-        return out
-    frame = result.metrics_dataframe
-    if frame is not None and space.metric in frame:
-        values = frame[space.metric].dropna()
-        if len(values):
-            out.metric = float(values.min() if space.mode == "min" else values.max())
-            out.epochs = int(frame["epoch"].max()) + 1 if "epoch" in frame else len(values)
-    if result.error is not None:
-        out.status, out.error = "error", str(result.error).strip().splitlines()[-1][:300]
-    elif (trial.config.run_dir / "model.pt").is_file():
-        out.status = "finished"
-    else:
-        out.status = "stopped"
-    return out
+    init_ray(
+        options.address,
+        packages=("avrsp", "preprocessing", "workflows", "tuning"),
+        log_to_driver=options.verbose > 0,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, step_hook=step_hook), trial_resources(options)
+    )
+    index = {t.name: i for i, t in enumerate(expansion.trials)}
+    record = _plan_record(expansion)
+    trial_dicts = [
+        {**record[index[t.name]], "train_config": t.config.to_dict(), "parent_run_id": parent_id,
+         "sweep": name, "metric": space.metric, "mode": space.mode}
+        for t in todo
+    ]  # fmt: skip
+    asha = (options.scheduler or ("fifo" if space.rows else "asha")) == "asha"
+    scheduler = None
+    if asha:
+        # max_t one past the last epoch: ASHA stops a trial that reaches max_t at
+        # once, which would kill it before it exports its model.
+        epochs = expansion.trials[0].config.epochs
+        scheduler = tune.schedulers.ASHAScheduler(
+            time_attr="training_iteration", max_t=epochs + 1, grace_period=1
+        )
+    shutil.rmtree(folder / TUNE_DIR, ignore_errors=True)  # never restored (module docstring)
+    run_dirs = {t.name: t.config.run_dir for t in todo}
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trial_dicts)},
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode=space.mode,
+            scheduler=scheduler,
+            num_samples=1,
+            max_concurrent_trials=options.max_concurrent,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(folder),
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=options.verbose,
+            callbacks=[_trial_lines(log, len(todo), run_dirs, space.metric, space.mode)],
+        ),
+    )
+    grid = tuner.fit()
+    return {
+        str(r.config["trial"]["name"]): str(r.error).strip().splitlines()[-1][:300]
+        for r in grid
+        if r.config and r.error is not None
+    }
 
 
 def _finish(
