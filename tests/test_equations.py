@@ -20,12 +20,14 @@ BatchNorm statistics are randomised so that no normalisation is an identity.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+# The same small window as the model tests, and their module fixture: one torch thread.
+from test_model import SMALL_INPUT, H, W, _one_thread  # noqa: F401
 from torch import nn
 
 from avrsp.config import MIN_FRAMES, LossConfig, ModelConfig, paper, tiny
@@ -33,23 +35,6 @@ from avrsp.losses import correlation, kl_divergence, saliency_loss, similarity
 from avrsp.model import AVRSP, build_model
 from avrsp.model.decoder import SaliencyDecoder
 from avrsp.model.multiscale import MRG, MS
-
-H = W = 64
-SMALL_INPUT = {
-    "input.frames": MIN_FRAMES,
-    "input.height": H,
-    "input.width": W,
-    "input.audio_window_s": 1.5,
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --------------------------------------------------------------------------- helpers
 
