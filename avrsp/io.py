@@ -29,10 +29,25 @@ def atomic_write(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_file(path.parent, f".{path.name}.", suffix)
     try:
-        yield tmp
+        with naming(path):
+            yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """``with naming(p):`` an ``OSError`` raised in the block that names no file gets
+    ``p`` as its file name. A write or close that hits a full disk raises ``ENOSPC``
+    without one (``Path.write_text``, PIL, ``zipfile``), and the user must be told which
+    file it was (:func:`avrsp.errors.storage_error`)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
         raise
 
 

@@ -18,8 +18,10 @@ Re-running the same command resumes: videos with a done-marker are not touched a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -265,6 +267,7 @@ def preprocess(
             summaries.extend(run_ray(todo, opts, out, config_json))
         else:
             summaries.extend(run_local(todo, opts, out, config_json, num_cpus or 1))
+    _remove_empty_folders(out)
     report = _report(source, out, listing, summaries, time.perf_counter() - started)
     storage.write_json(storage.join(out, "failures.json"), report.failures)
     storage.write_json(
@@ -287,6 +290,17 @@ def preprocess(
     )
     log(report.text())
     return report
+
+
+def _remove_empty_folders(out: str) -> None:
+    """Remove the shard folders left empty by videos that failed (a full disk fails every
+    video of a split): here, once every task is done, never while one could still be
+    writing into a folder it has just made."""
+    if storage.is_uri(out):
+        return  # an object store has no folders
+    for folder, _, _ in os.walk(Path(out, "shards"), topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty
 
 
 def _report(

@@ -12,16 +12,29 @@ GCS, in calls that block their event loop and with it their SIGTERM handler (Ray
 ``ray._private.process_watcher``). A small watcher process, started before Ray, notes the
 Ray processes below this one as they appear, and when this process has ended (normally or
 by SIGKILL) kills those still running, within about a second.
+
+Quiet workers: Ray copies every line its worker processes write to the driver's terminal
+(``log_to_driver``): Ray Train's and MLflow's INFO records, warnings of Ray's own helper
+actors, C++ ``core_worker.cc`` lines. When the ``avrsp`` command routes the frameworks'
+logs to a file (workflows/logs.py sets ``AVRSP_LOG_FILE``), :func:`init_ray` replaces
+Ray's copier: a worker's line reaches the terminal only when it is one of this project's
+own (it starts with ``[avrsp`` or ``[train ``, as the training loop's progress lines do),
+printed as in a run without Ray; every other line goes to the log file with the name of
+the process that wrote it. Ray Train's copy of ``print`` into its logger (which showed
+every line twice) is turned off for the job's workers (``RAY_TRAIN_ENABLE_PRINT_PATCH=0``:
+inherited by a local Ray's, in the runtime_env on a cluster and in ``avrsp submit``).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the guard's own import, not the jobs'
     import psutil
@@ -32,14 +45,15 @@ def init_ray(
     *,
     num_cpus: int | None = None,
     packages: tuple[str, ...] = ("avrsp", "preprocessing"),
-    log_to_driver: bool = True,
+    worker_lines: bool = True,
 ) -> None:
     """Start or join Ray once per process (a second call does nothing).
 
     ``num_cpus``: the logical CPUs of a local Ray (default: the machine's). ``packages``:
     what a cluster's workers import from this project (the training job adds
-    ``workflows``). ``log_to_driver=False`` keeps the workers' output out of this
-    process's terminal (it stays in Ray's session logs).
+    ``workflows``). ``worker_lines=False``: none of the workers' lines on this process's
+    terminal, not even the project's own (a sweep prints a line per trial instead); they
+    go to the log file when the command has one, else stay in Ray's session logs.
     """
     import ray
 
@@ -47,17 +61,61 @@ def init_ray(
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
+    log_file = os.environ.get(LOG_FILE_ENV)
+    log_to_driver = worker_lines or bool(log_file)
     if not address:
+        if log_file:  # the local Ray's workers inherit this process's environment
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         _start_guard(str(Path(ray.__file__).parent))
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
-        return
-    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+    elif os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         # The driver of a submitted job (avrsp submit): the job's runtime_env already ships
         # the project as its working_dir, which every worker of the job imports from.
         ray.init(address=address, log_to_driver=log_to_driver)
+    else:
+        modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
+        runtime_env: dict[str, Any] = {"py_modules": modules}
+        if log_file:
+            runtime_env["env_vars"] = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=log_to_driver)
+    if log_file:
+        _route_worker_output(Path(log_file), own_lines=worker_lines)
+
+
+# --------------------------------------------------------------------------- worker output
+
+#: Set by workflows/logs.py: the log file the frameworks' records go to (module docstring).
+LOG_FILE_ENV = "AVRSP_LOG_FILE"
+#: A worker's line that is this project's own: ``[avrsp …]``, ``[train RUN] …``.
+OWN_LINE = re.compile(r"^\[(avrsp|train) ")
+
+
+def _route_worker_output(log_file: Path, *, own_lines: bool) -> None:
+    """Replace Ray's copier of the workers' output (module docstring). Ray 2.60 keeps it as
+    the handler ``ray_print_logs`` of ``global_worker_stdstream_dispatcher``, which gets a
+    batch ``{"lines", "pid", "actor_name", "task_name", "is_err", …}`` at a time; where a
+    Ray without it runs, its copier stays."""
+    from ray._private import worker as ray_worker
+
+    dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
+    if dispatcher is None or not hasattr(dispatcher, "remove_handler"):
         return
-    modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
-    ray.init(address=address, runtime_env={"py_modules": modules}, log_to_driver=log_to_driver)
+    lock = threading.Lock()
+
+    def route(batch: dict[str, Any]) -> None:
+        who = batch.get("actor_name") or batch.get("task_name") or "worker"
+        rest = []
+        for line in batch.get("lines", ()):
+            if own_lines and OWN_LINE.match(line):
+                print(line, file=sys.stderr if batch.get("is_err") else sys.stdout, flush=True)
+            else:
+                rest.append(f"({who} pid={batch.get('pid')}) {line}\n")
+        if rest:
+            with lock, open(log_file, "a", encoding="utf-8") as out:
+                out.writelines(rest)
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", route)
 
 
 # --------------------------------------------------------------------------- the guard

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from avrsp.audio import audio_window
-from avrsp.errors import AVRSPError, InputError
+from avrsp.errors import AVRSPError, InputError, storage_error
 from avrsp.io import write_json
 from preprocessing import storage
 from preprocessing.fixations import dhf1k_sigma, fixation_map, points_in_frame
@@ -534,9 +534,18 @@ class ShardWriter:
             finals.append(final)
         return finals
 
+    @property
+    def current(self) -> Path:
+        """The shard being written, by its final name (what an error should name)."""
+        temp = self.temps[-1] if self.temps else self.folder / f".{self.stem}-00000.parquet.tmp"
+        return temp.with_name(temp.name[1:].removesuffix(".tmp"))
+
     def abort(self) -> None:
+        """Delete the temporary files, whatever closing the open one meets (a full disk:
+        its error is the one being reported)."""
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(OSError):
+                self._writer.close()
             self._writer = None
         for temp in self.temps:
             temp.unlink(missing_ok=True)
@@ -649,7 +658,8 @@ def write_video(
     except Exception as exc:  # a library error we did not foresee: report, never lose others
         writer.abort()
         summary.status = "failed"
-        summary.reason = f"{record.frames}: {type(exc).__name__}: {exc}"
+        full = storage_error(exc, where=writer.current)  # a full disk: the shard, the cause
+        summary.reason = str(full) if full else f"{record.frames}: {type(exc).__name__}: {exc}"
     else:
         summary.windows = writer.rows
         summary.files = [str(p.relative_to(out)) for p in finals]

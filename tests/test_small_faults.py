@@ -104,6 +104,14 @@ def test_submit_sends_no_credentials_in_a_uri(monkeypatch) -> None:
     assert "MLFLOW_TRACKING_USERNAME" in sub.warnings[0]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert build_submission("train", ["--data", "s3://b/x"], address=HEAD).warnings == []
+    # In the command's own options too, in both spellings.
+    for uri in (
+        ["--mlflow-uri", "http://bob:pw@mlflow:5000"],
+        ["--mlflow-uri=http://bob:pw@mlflow:5000"],
+    ):
+        sub = build_submission("train", ["--data", "s3://b/x", *uri], address=HEAD)
+        assert "pw" not in sub.entrypoint and "http://mlflow:5000" in sub.entrypoint
+        assert len(sub.warnings) == 1 and "left out of the job's command" in sub.warnings[0]
 
 
 @pytest.mark.parametrize(
@@ -118,6 +126,13 @@ def test_submit_sends_no_credentials_in_a_uri(monkeypatch) -> None:
         ("evaluate", ["--source", "csv:/d"], "--model is needed"),
         ("evaluate", ["--source", "csv:/d", "--model", "m.pt", "--batch-size", "0"], "--batch"),
         ("predict", ["/v.mp4", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (
+            "tune",
+            ["--ablation", "table5", "--data", "s3://b/x", "--max-concurrent", "0"],
+            "--max-concurrent: need >= 1",
+        ),
+        ("tune", ["--ablation", "table5", "--data", "s3://b/x", "--set", "lr=-1"], "lr"),
+        ("tune", ["--space", "/nope/space.yaml", "--data", "s3://b/x"], "/nope/space.yaml"),
     ],
 )
 def test_submit_checks_the_commands_config_before_sending(command, args, problem) -> None:

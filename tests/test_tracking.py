@@ -7,6 +7,7 @@ creating the schema costs a few seconds).
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,29 @@ def test_linked_run_of_a_model_from_another_store(uri: str) -> None:
     )
     assert "avrsp.model_run_id" not in alone.data.tags
     assert "without an MLflow training run" in alone.data.tags["mlflow.note.content"]
+
+
+def test_a_run_file_that_cannot_be_read_is_named_not_replaced(tmp_path: Path) -> None:
+    """Issue 26/28: ``mlflow_run.json`` is the resume key; a torn one used to be passed
+    over silently, starting a second MLflow run for the same training run."""
+    from avrsp.errors import InputError
+    from workflows.tracking import RUN_FILE, start_or_resume_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    first, resumed = start_or_resume_run(uri, run_dir, run_name="r", params={}, tags={})
+    assert not resumed and json.loads((run_dir / RUN_FILE).read_text())["run_id"] == first
+    again, resumed = start_or_resume_run(uri, run_dir, run_name="r", params={}, tags={})
+    assert resumed and again == first
+    (run_dir / RUN_FILE).write_text('{"run_id": "ab')  # torn
+    with pytest.raises(InputError, match=rf"{RUN_FILE}: unreadable .*delete it"):
+        start_or_resume_run(uri, run_dir, run_name="r", params={}, tags={})
+    # A run deleted from the store, or a file of another store: a new run, as before.
+    (run_dir / RUN_FILE).write_text(json.dumps({"run_id": first, "tracking_uri": "sqlite:///x"}))
+    other, resumed = start_or_resume_run(uri, run_dir, run_name="r", params={}, tags={})
+    assert not resumed and other != first
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).delete_run(other)
+    third, resumed = start_or_resume_run(uri, run_dir, run_name="r", params={}, tags={})
+    assert not resumed and third not in (first, other)

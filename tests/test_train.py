@@ -632,3 +632,26 @@ def test_same_seed_same_model(ray_session, shards: Path, mlflow_uri: str, tmp_pa
         models[name] = load_model(train(cfg).model_path).model.state_dict()
     assert all(torch.equal(models["a"][k], models["b"][k]) for k in models["a"])
     assert not all(torch.equal(models["a"][k], models["c"][k]) for k in models["a"])
+
+
+@pytest.mark.slow
+def test_a_resumed_run_trains_what_the_uninterrupted_run_trains(
+    ray_session, shards: Path, mlflow_uri: str, tmp_path: Path
+) -> None:
+    """Issue 26: a resumed run's next epoch once validated differently from other resumes.
+    Through Ray Train (shuffled blocks, shuffle buffer, flips, Adam and the plateau
+    scheduler restored): 2 epochs in one go, and 1 epoch then a resume to 2, give the same
+    weights and the same epoch-1 numbers."""
+    common = dict(seed=3, max_steps_per_epoch=2, flip_prob=0.5, grid_windows=0,
+                  mlflow_model_format="pickle", lr_patience=0)  # fmt: skip
+    whole = train(fast_config(shards, tmp_path, mlflow_uri, run_name="whole", epochs=2, **common))
+    cut = fast_config(shards, tmp_path, mlflow_uri, run_name="cut", epochs=1, **common)
+    train(cut)
+    resumed = train(cut.model_copy(update={"epochs": 2}))
+    assert resumed.resumed
+    timing = ("train_windows_per_s", "epoch_s")
+    for key, value in whole.history[1].items():
+        if key not in timing:
+            assert resumed.history[1][key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+    a, b = (load_model(r.model_path).model.state_dict() for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

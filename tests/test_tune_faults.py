@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,7 +217,23 @@ def test_a_sweep_killed_twice_resumes_and_ranks_by_its_logged_numbers(
     trials = tmp_path / "tune" / "mini" / "trials"
     kill_when(args, trials / "mini-00" / "model.pt", tmp_path / "killed-1.log")
     kill_when(args, trials / "mini-01" / "mlflow_run.json", tmp_path / "killed-2.log")
-    capsys.readouterr()
-    rc, out = main(args), capsys.readouterr()
-    assert rc == 0, out.err[-2000:]
-    check_ranking(tmp_path, out.out)
+    # The third run as a user runs it (its own process, its own Ray): both trials again,
+    # and the terminal shows the sweep's own lines only (issue 26: quiet means quiet).
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["AVRSP_LOG_DIR"] = str(tmp_path / "logs")
+    done = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    check_ranking(tmp_path, done.stdout)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    own = re.compile(
+        r"avrsp tune: Ray and MLflow log to |\[\d/\d\] trial mini-0\d finished: |sweep mini: |"
+        r"\*\*sweep mini|\||trials: |best: mini-0\d; |MLflow parent run "
+    )
+    assert [line for line in lines if not own.match(line)] == [], done.stdout + done.stderr
+    assert len(lines) == len(set(lines)), lines  # each once
+    trial_lines = [line for line in lines if re.match(r"\[\d/\d\] trial", line)]
+    assert trial_lines and trial_lines[-1].startswith(f"[{len(trial_lines)}/"), lines
+    assert "(RayTrainWorker pid=" in next((tmp_path / "logs").glob("tune-*.log")).read_text()

@@ -25,17 +25,19 @@ fresh Tuner: each resumes its own training checkpoints and MLflow run. Tune's ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from avrsp.errors import AVRSPError, ConfigError, InputError
-from avrsp.io import write_json, write_text
+from avrsp.errors import AVRSPError, ConfigError, InputError, storage_error
+from avrsp.io import made_folders_removed_on_error, write_json, write_text
 from avrsp.tables import ResultsTable, canonical_metric
 from preprocessing import storage
 from tuning.spaces import Expansion, SearchSpace, Trial, expand
@@ -228,6 +230,8 @@ def _recover_run_file(uri: str, cfg: TrainConfig, trial: dict[str, Any]) -> None
     )
     if found:
         write_json(marker, {"run_id": found[0].info.run_id, "tracking_uri": uri}, indent=None)
+    else:  # torn before its run was made (older versions wrote it in place): no run to keep
+        marker.unlink(missing_ok=True)
 
 
 def run_trial(config: dict[str, Any], step_hook: StepHook | None = None) -> None:
@@ -462,15 +466,9 @@ def _free_table_name(client: Any, run_id: str, name: str) -> str:
 # --------------------------------------------------------------------------- the sweep
 
 
-def check_options(expansion: Expansion, options: SweepOptions) -> None:
-    """Every option that can be checked before a trial starts, checked (``avrsp train``
-    checks ``--val-split`` up front too): the resources, the trials' shards and splits,
-    ``--eval-source`` and ``--eval-split``, ``--storage``. The error names the option."""
-    from preprocessing.sources import parse_source
-    from workflows.data import split_files
-    from workflows.evaluate import test_records
-    from workflows.loop import dataset_files
-
+def check_option_values(options: SweepOptions) -> None:
+    """The options whose values alone can be wrong (no data read: ``avrsp submit`` checks
+    them on the user's machine)."""
     for flag, value, low in (("--max-concurrent", options.max_concurrent, 1),
                              ("--eval-limit", options.eval_limit, 1)):  # fmt: skip
         if value is not None and value < low:
@@ -480,6 +478,18 @@ def check_options(expansion: Expansion, options: SweepOptions) -> None:
             f"--cpus-per-trial {options.cpus_per_trial}, --gpus-per-trial "
             f"{options.gpus_per_trial}: need CPUs > 0 and GPUs >= 0"
         )
+
+
+def check_options(expansion: Expansion, options: SweepOptions) -> None:
+    """Every option that can be checked before a trial starts, checked (``avrsp train``
+    checks ``--val-split`` up front too): the resources, the trials' shards and splits,
+    ``--eval-source`` and ``--eval-split``, ``--storage``. The error names the option."""
+    from preprocessing.sources import parse_source
+    from workflows.data import split_files
+    from workflows.evaluate import test_records
+    from workflows.loop import dataset_files
+
+    check_option_values(options)
     seen = set()
     for trial in expansion.trials:  # the shards every trial trains and validates on
         c = trial.config
@@ -565,9 +575,10 @@ def run_sweep(
             f"{folder}: sweep {name!r} was started with other trials (see {plan_file}); "
             "resume it with the same space, seeds and settings, or use another --name"
         )
-    check_options(expansion, options)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, record)
+    with made_folders_removed_on_error(folder):  # refused, or a full disk: no empty folder
+        check_options(expansion, options)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(plan_file, record)
     if expansion.dropped:
         log(f"sweep {name}: {len(expansion.dropped)} points dropped (see --dry-run)")
 
@@ -601,6 +612,8 @@ def run_sweep(
             errors = _fit(space, expansion, options, todo, parent_id, name, folder, step_hook, log)
         except Exception as exc:
             tracking.finish_run(uri, parent_id, status="FAILED")
+            if (full := storage_error(exc, where=folder)) is not None:
+                raise full from exc  # Tune's state on a full disk: one line, the file
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             last = (lines or [type(exc).__name__])[-1][:300]  # a traceback's last line
             raise AVRSPError(
@@ -665,7 +678,7 @@ def _fit(
     init_ray(
         options.address,
         packages=("avrsp", "preprocessing", "workflows", "tuning"),
-        log_to_driver=options.verbose > 0,
+        worker_lines=options.verbose > 0,
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, step_hook=step_hook), trial_resources(options)
@@ -708,12 +721,31 @@ def _fit(
             callbacks=[_trial_lines(log, len(todo), run_dirs, space.metric, space.mode)],
         ),
     )
-    grid = tuner.fit()
-    return {
-        str(r.config["trial"]["name"]): str(r.error).strip().splitlines()[-1][:300]
+    with _tune_output(options.verbose):
+        grid = tuner.fit()
+    return {  # a trial's full disk in words (the file, the cause), else the traceback's end
+        str(r.config["trial"]["name"]): str(
+            storage_error(r.error) or str(r.error).strip().splitlines()[-1][:300]
+        )
         for r in grid
         if r.config and r.error is not None
     }
+
+
+@contextlib.contextmanager
+def _tune_output(verbose: int) -> Iterator[None]:
+    """Tune's own terminal output at ``verbose=0``: none. Its newer output engine prints
+    an experiment box and a TensorBoard hint whatever the verbosity; the older one, chosen
+    by ``RAY_AIR_NEW_OUTPUT=0`` for the call, prints nothing at 0 (the sweep's own lines
+    say what happens). A user's own setting of the variable wins."""
+    if verbose or "RAY_AIR_NEW_OUTPUT" in os.environ:
+        yield
+        return
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
 
 
 def _finish(

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from avrsp.errors import AVRSPError
+from avrsp.errors import AVRSPError, storage_error
 
 COMMAND_MODULES = (
     "workflows.commands.preprocess",
@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         path = route_framework_logs(args.command)
         note = f"avrsp {args.command}: Ray and MLflow log to {path} (--verbose: here)"
         print(note, file=sys.stderr)
+    elif args.command in FRAMEWORK_COMMANDS:
+        from workflows.logs import unroute
+
+        unroute()
     try:
         return int(args.func(args) or 0)
     except AVRSPError as exc:
@@ -61,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"avrsp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A full disk, a quota, a read-only or failing device: the user's to fix, so one
+        # line naming the file, not the traceback of whichever library was writing.
+        error = storage_error(
+            exc, where=getattr(args, "out", None) or getattr(args, "storage", None)
+        )
+        if error is None:
+            raise
+        print(f"avrsp {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ This is the quick, window-level evaluation that the demo and the learning check 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -307,7 +309,7 @@ def evaluate(opts: EvalOptions, *, log: Callable[[str], None] = print) -> EvalRe
 def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
     from functools import partial
 
-    from avrsp.io import write_json, write_text
+    from avrsp.io import write_json
     from workflows.pool import default_actors, map_videos, run_local
 
     _check_out(opts.out, opts.overwrite)
@@ -396,13 +398,18 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
             f"--source {opts.source}: no video could be scored (see {out / 'failures.json'})"
         )
     table = _table(frames, groups, opts, loaded)
-    table.save(out / "table.md")
-    write_text(out / "table.csv", table.to_csv())
-    write_text(out / "videos.csv", _csv(per_video))
-    write_json(out / "audio_share.json", shares)
-    write_json(out / "failures.json", failed)
-    for label, rows in frames.items():
-        write_text(out / "frames" / f"{_slug(label)}.csv", _frames_csv(rows))
+    files = {
+        out / "videos.csv": lambda: _csv(per_video),
+        out / "audio_share.json": lambda: json.dumps(shares, indent=2) + "\n",
+        out / "failures.json": lambda: json.dumps(failed, indent=2) + "\n",
+        **{
+            out / "frames" / f"{_slug(label)}.csv": partial(_frames_csv, rows)
+            for label, rows in frames.items()
+        },
+        out / "table.csv": table.to_csv,
+        out / "table.md": table.to_markdown,  # the tables last: they say the rest is there
+    }
+    _write_all(files, out)
     report = EvalReport(table, out, len(records) - len(failed), failed, shares)
     if opts.tracking:
         report.run_id = _track(opts, loaded, report)
@@ -411,6 +418,28 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
         f"tables in {out}"
     )
     return report
+
+
+def _write_all(files: dict[Path, Callable[[], str]], out: Path) -> None:
+    """Write ``files`` (path: its text) in order, or none of them: a write that fails (a
+    full disk) removes those written before it and the tables an earlier run left
+    (``--overwrite``), so that no ``table.md`` presents an incomplete output as done."""
+    from avrsp.io import write_text
+
+    written: list[Path] = []
+    try:
+        for name in ("table.md", "table.csv"):
+            (out / name).unlink(missing_ok=True)  # an earlier run's, until the new one is in
+        for path, text in files.items():
+            write_text(path, text())
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in {p.parent for p in files} - {out}:  # out: evaluate()'s to remove
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

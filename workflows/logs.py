@@ -13,7 +13,10 @@ config for the ``ray.data`` loggers, written next to the log file),
 ``RAY_DATA_DISABLE_PROGRESS_BARS``, ``MLFLOW_CONFIGURE_LOGGING=false`` (MLflow's records
 then propagate to the root logger, which writes them to the file). Ray core configures its
 ``ray`` logger once, when ``ray`` is first imported; that logger's terminal handler is
-replaced here after the import.
+replaced here after the import. What Ray's worker processes print (Ray Train's and
+MLflow's records there, Ray's helper actors, C++ lines) is copied to the terminal by Ray;
+``AVRSP_LOG_FILE`` tells :func:`preprocessing.ray_runtime.init_ray` to send those lines to
+the file too, all but the project's own (that module's docstring).
 
 The log file: ``$AVRSP_LOG_DIR/<command>-<UTC time>.log``, ``AVRSP_LOG_DIR`` defaulting to
 ``runs/logs`` under the current folder.
@@ -27,6 +30,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from preprocessing.ray_runtime import LOG_FILE_ENV
 
 #: This project's loggers: their warnings reach the terminal too (everyone's errors do).
 PROJECT_LOGGERS = ("avrsp", "preprocessing", "workflows", "tuning")
@@ -47,6 +52,8 @@ def route_framework_logs(command: str, *, folder: Path | None = None) -> Path:
 
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
+    # The Ray workers' output: ours to the terminal, the rest to this file (ray_runtime).
+    os.environ[LOG_FILE_ENV] = str(path)
     # A user's own Ray Data logging config wins; one of ours from an earlier command in
     # this process (tests run several) is replaced, so each command logs to its own file.
     # In a job on a cluster (avrsp submit) the workers on other nodes cannot open a file of
@@ -105,3 +112,9 @@ def _ray_data_config(folder: Path, path: Path) -> Path:
     out = folder / f"{path.stem}{_RAY_DATA_SUFFIX}"
     out.write_text(json.dumps(config, indent=2))
     return out
+
+
+def unroute() -> None:
+    """``--verbose``: the workers' output as Ray prints it (no file set by an earlier
+    command of this process)."""
+    os.environ.pop(LOG_FILE_ENV, None)

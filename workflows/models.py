@@ -24,6 +24,8 @@ tracking store into a cache folder.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import re
 import shutil
@@ -156,7 +158,14 @@ def _ensure_registered(client: Any, model_id: str, name: str) -> str:
         for version in client.search_model_versions(f"name = '{name}'"):
             if version.source == source:
                 return str(version.version)
-    return str(mlflow.register_model(source, name).version)
+    # MLflow prints "Successfully registered model …" / "Created version …" to stderr
+    # itself: into the log, the registered URI is in what training prints at the end.
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
+        version = mlflow.register_model(source, name).version
+    if said.getvalue().strip():
+        logging.getLogger(__name__).info("%s", said.getvalue().strip())
+    return str(version)
 
 
 def log_mlflow_model(

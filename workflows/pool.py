@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from avrsp.errors import AVRSPError
+from avrsp.errors import AVRSPError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,11 @@ def _run_one(work: Work, model: Any, item: dict[str, Any]) -> dict[str, Any]:
     except AVRSPError as exc:
         result = {"status": "failed", "reason": str(exc)}
     except Exception as exc:  # a bug or a library error: keep the rest of the job going
-        log.error("%s: %s", item.get("name"), traceback.format_exc())
-        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        full = storage_error(exc)  # a full disk: the file and the cause in words, no traceback
+        if full is None:
+            log.error("%s: %s", item.get("name"), traceback.format_exc())
+        reason = str(full) if full else f"{type(exc).__name__}: {exc}"
+        result = {"status": "failed", "reason": reason}
     result.setdefault("name", item.get("name", "?"))
     result["seconds"] = time.perf_counter() - start
     return result

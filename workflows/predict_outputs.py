@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +20,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from avrsp.errors import AVRSPError
+from avrsp.errors import AVRSPError, cause_in_text, storage_error
+from avrsp.io import naming
 
 #: Largest blend weight of the heat map over the frame (at the map's maximum).
 OVERLAY_ALPHA = 0.6
@@ -44,9 +46,9 @@ class PngMaps:
     def add(self, index: int, saliency: np.ndarray) -> None:
         from PIL import Image
 
-        Image.fromarray(map_to_uint8(saliency), mode="L").save(
-            self.folder / f"{index:06d}.png", compress_level=3
-        )
+        path = self.folder / f"{index:06d}.png"
+        with naming(path):
+            Image.fromarray(map_to_uint8(saliency), mode="L").save(path, compress_level=3)
 
     def close(self, times: np.ndarray, fps: float) -> None:
         del times, fps
@@ -67,16 +69,20 @@ class NpzMaps:
     def add(self, index: int, saliency: np.ndarray) -> None:
         del index
         self.shape = self.shape or (int(saliency.shape[0]), int(saliency.shape[1]))
-        self.raw.write(np.ascontiguousarray(saliency, dtype="<f4").tobytes())
+        with naming(self.raw_path):
+            self.raw.write(np.ascontiguousarray(saliency, dtype="<f4").tobytes())
         self.count += 1
 
     def close(self, times: np.ndarray, fps: float) -> None:
-        self.raw.close()
+        with naming(self.raw_path):
+            self.raw.close()
         h, w = self.shape or (0, 0)
         header = {"descr": "<f4", "fortran_order": False, "shape": (self.count, h, w)}
-        with zipfile.ZipFile(
-            self.staging / "maps.npz", "w", zipfile.ZIP_DEFLATED, allowZip64=True
-        ) as archive:
+        path = self.staging / "maps.npz"
+        with (
+            naming(path),
+            zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive,
+        ):
             with archive.open("maps.npy", "w", force_zip64=True) as out:
                 np.lib.format.write_array_header_2_0(out, header)
                 with open(self.raw_path, "rb") as raw:
@@ -87,7 +93,11 @@ class NpzMaps:
         self.raw_path.unlink()
 
     def abort(self) -> None:
-        self.raw.close()
+        """Close the raw file, whatever its last flush meets (a full disk: the error being
+        reported already says so), so that the staging folder can be removed."""
+        with contextlib.suppress(OSError):
+            self.raw.close()
+        self.raw_path.unlink(missing_ok=True)
 
 
 def _colormap_lut(name: str = OVERLAY_COLORMAP) -> np.ndarray:
@@ -175,7 +185,10 @@ class Overlay:
 
     def _fail(self) -> None:
         self.proc.wait()
-        raise AVRSPError(f"{self.path.name}: ffmpeg stopped writing the overlay: {self._errors()}")
+        errors = self._errors()
+        if (code := cause_in_text(errors)) is not None:  # a full disk: one line, the file
+            raise storage_error(OSError(code, os.strerror(code), str(self.path))) or AVRSPError()
+        raise AVRSPError(f"{self.path.name}: ffmpeg stopped writing the overlay: {errors}")
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -223,7 +236,10 @@ class RelevanceLog:
         for key in ("ret_a", "ret_v", "head_weight"):
             columns += [f"{key}_b{b}_h{h}" for b, h in pairs]
         columns += [f"gate_l{lv}" for lv in levels]
-        with open(staging / "relevance.csv", "w", newline="") as f:
+        with (
+            naming(staging / "relevance.csv"),
+            open(staging / "relevance.csv", "w", newline="") as f,
+        ):
             out = csv.writer(f)
             out.writerow(columns)
             for i in range(len(self.share)):
@@ -232,7 +248,8 @@ class RelevanceLog:
                     row += [_num(values[i, b, h]) for b, h in pairs]
                 row += [_num(self.gates[i].get(lv, float("nan"))) for lv in levels]
                 out.writerow(row)
-        _relevance_figure(staging / "relevance.png", name, times, ret_a, ret_v, self, window)
+        with naming(staging / "relevance.png"):
+            _relevance_figure(staging / "relevance.png", name, times, ret_a, ret_v, self, window)
 
 
 def _num(value: float) -> str:

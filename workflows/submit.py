@@ -228,6 +228,18 @@ def build_submission(
     working_dir = working_dir or project_root()
     check_command(command, args, working_dir)  # here and now rather than on the cluster
     forwarded, warnings = {}, []
+    sent = []  # the arguments, without credentials in URIs (--mlflow-uri http://u:p@host)
+    for arg in args:
+        option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        clean = option + eq + without_credentials(value)
+        if clean != arg:
+            warnings.append(
+                f"{clean}: the user name and password given in it are left out of the job's "
+                "command (it shows on the dashboard); give them the job another way: the "
+                "nodes' environment, or --env (cluster/README.md)"
+            )
+        sent.append(clean)
+    args = sent
     for key in FORWARDED_ENV:
         value = os.environ.get(key)
         if not value:
@@ -247,7 +259,13 @@ def build_submission(
     runtime_env = {
         "working_dir": str(working_dir),
         "excludes": list(EXCLUDES),
-        "env_vars": {**forwarded, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        "env_vars": {
+            **forwarded,
+            **(env or {}),
+            "PYTHONUNBUFFERED": "1",
+            # Ray Train's copy of print into its logger: each worker line twice in the logs
+            "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        },
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Submission(

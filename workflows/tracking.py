@@ -17,6 +17,11 @@ or ``?workflowType=machine_learning`` in the address; docs/MLFLOW.md).
 it scores (tags and a note with a link) and lists the logged model as its input;
 :func:`log_table` puts a results table on a run page (a table artifact, Markdown, CSV).
 
+A tracking server that goes away does not hold training up: :class:`EpochLogger` bounds
+each call, says once that the server is lost, keeps the metrics and sends them when it is
+back; the driver fills in what is still missing at the end (docs/TRAINING.md, "When the
+tracking server goes away").
+
 Store: ``MLFLOW_TRACKING_URI`` when set, else a SQLite file in the project folder
 (``sqlite:///<cwd>/mlflow.db``, artifacts in ``<cwd>/mlartifacts``). Browse it with
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db``. SQLite suits one writer at a time;
@@ -31,12 +36,16 @@ import json
 import os
 import re
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from avrsp.errors import InputError
+from avrsp.errors import AVRSPError, InputError
+from avrsp.io import write_json
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -181,18 +190,15 @@ def start_or_resume_run(
     """
     c = client(uri)
     marker = run_dir / RUN_FILE
-    if marker.is_file():
-        try:
-            known = json.loads(marker.read_text())
-            run = c.get_run(known["run_id"])
-            if known.get("tracking_uri") == uri:
-                if reopen:
-                    c.update_run(run.info.run_id, status="RUNNING")
-                for key, value in tags.items():
-                    c.set_tag(run.info.run_id, key, value)
-                return run.info.run_id, True
-        except Exception:  # marker from another store, or a deleted run: start afresh
-            pass
+    known = read_run_file(marker)
+    if known is not None and known.get("tracking_uri") == uri:  # else: another store's
+        run = _existing_run(c, str(known.get("run_id", "")))
+        if run is not None:  # None: deleted from the store, start afresh
+            if reopen:
+                c.update_run(run.info.run_id, status="RUNNING")
+            for key, value in tags.items():
+                c.set_tag(run.info.run_id, key, value)
+            return run.info.run_id, True
     exp_id = experiment_id(uri, experiment)
     run = c.create_run(exp_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
@@ -201,9 +207,40 @@ def start_or_resume_run(
     items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):  # MLflow's batch limit is 100 params
         c.log_batch(run_id, params=items[start : start + 100])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
+    write_json(marker, {"run_id": run_id, "tracking_uri": uri})  # atomic: the resume key
     return run_id, False
+
+
+def read_run_file(marker: Path) -> dict[str, Any] | None:
+    """``RUN_DIR/mlflow_run.json`` (None when there is none). One that cannot be read is
+    named rather than passed over: starting a new MLflow run silently would split the
+    run's history in two."""
+    if not marker.is_file():
+        return None
+    try:
+        known = json.loads(marker.read_text())
+        if not isinstance(known, dict) or not known.get("run_id"):
+            raise ValueError("no run_id")
+    except (ValueError, OSError) as exc:
+        raise InputError(
+            f"{marker}: unreadable ({exc}); it names the MLflow run this run resumes: "
+            "restore it, or delete it to log the rest of the run to a new MLflow run"
+        ) from None
+    return known
+
+
+def _existing_run(c: MlflowClient, run_id: str) -> Any | None:
+    """The run, or None when the store no longer has it (deleted); any other error (the
+    server out of reach) is raised: it is no reason to start a second run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            return None
+        raise
+    return None if run.info.lifecycle_stage == "deleted" else run
 
 
 def saliency_grid(frames: np.ndarray, target: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -234,32 +271,300 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+#: Bounds on each MLflow HTTP call of a training job, where the environment does not set
+#: them. MLflow's own (7 retries, backoff factor 2, a 120 s timeout) let one call to a
+#: server that went away wait for minutes, and the training waited with it (issue 26): a
+#: refused connection now fails in about 3 s, a silent host in about a minute.
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+#: Seconds one reachability probe (:func:`unreachable`) waits for an answer.
+PROBE_TIMEOUT_S = 5
+
+
+@contextlib.contextmanager
+def bounded_requests(*, timeout: bool = True) -> Iterator[None]:
+    """Within: MLflow's HTTP calls of this process are bounded by :data:`HTTP_BOUNDS`
+    (MLflow reads them from the environment at each call), those the user set excepted.
+    ``timeout=False`` keeps MLflow's timeout: uploading a large model may take longer
+    than the bound, and a probe has said the server answers. Process-wide while it lasts
+    (the system metrics thread's calls too)."""
+    ours = {
+        key: value
+        for key, value in HTTP_BOUNDS.items()
+        if key not in os.environ and (timeout or not key.endswith("_TIMEOUT"))
+    }
+    os.environ.update(ours)
+    try:
+        yield
+    finally:
+        for key in ours:
+            os.environ.pop(key, None)
+
+
+def outage_cause(exc: BaseException) -> str:
+    """What an unreachable store's error says, in a few words ("connection refused")."""
+    texts, seen, each = [], set(), exc
+    while each is not None and id(each) not in seen:
+        seen.add(id(each))
+        texts.append(f"{type(each).__name__}: {each}")
+        each = each.__cause__ or each.__context__
+    text = " ".join(texts).lower()
+    for words, cause in (
+        ("connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("timeout", "timed out"),
+        ("name or service not known", "host name not found"),
+        ("temporary failure in name resolution", "host name not found"),
+        ("no route to host", "no route to host"),
+        ("connection reset", "connection reset"),
+        ("connection aborted", "connection reset"),
+        ("remotedisconnected", "connection closed"),
+    ):
+        if words in text:
+            return cause
+    status = _http_status(exc)
+    if status is not None and status >= 500:
+        return f"HTTP {status}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:120]}".rstrip(": ")
+
+
+def _http_status(exc: BaseException) -> int | None:
+    getter = getattr(exc, "get_http_status_code", None)
+    with contextlib.suppress(Exception):
+        return int(getter()) if getter is not None else None
+    return None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is out of reach (no connection, a timeout, a 5xx or
+    429 after the retries) rather than that the request was wrong (another 4xx: a bug or
+    a deleted run, which training must not hide). Outside MLflow's errors only an
+    ``OSError`` (``requests``' errors are ones) is an outage: a ``TypeError`` is a bug."""
+    status = _http_status(exc)
+    if status is None:
+        return isinstance(exc, OSError)
+    return status >= 500 or status == 429
+
+
+def unreachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the tracking store at ``uri`` answers, else the cause in a few words.
+
+    For a server, one ``GET /health`` without retries (MLflow's client, so its TLS and
+    authentication settings apply); any answer below 500 counts. Other stores (SQLite)
+    answer a query. Cheap: it is how a lost server is looked for once per epoch."""
+    try:
+        if uri.startswith(("http://", "https://")):
+            from mlflow.utils.rest_utils import http_request
+
+            answer = http_request(
+                _host_creds(uri), "/health", "GET", max_retries=0, timeout=timeout_s
+            )
+            return f"HTTP {answer.status_code}" if answer.status_code >= 500 else None
+        with bounded_requests():
+            client(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        return outage_cause(exc)
+    return None
+
+
+def _host_creds(uri: str) -> Any:
+    """How MLflow's client reaches the server at ``uri`` (its TLS and authentication
+    settings), or plain HTTP where MLflow's internals have moved."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    try:
+        return MlflowClient(tracking_uri=uri)._tracking_client.store.get_host_creds()
+    except Exception:
+        return MlflowHostCreds(uri)
+
+
+def require_reachable(uri: str, what: str) -> None:
+    """Raise :class:`TrackingUnreachable` (one line: the URI, the cause, ``what``) when
+    the store at ``uri`` does not answer a probe."""
+    cause = unreachable(uri)
+    if cause is not None:
+        raise TrackingUnreachable(f"MLflow tracking server {uri} is unreachable ({cause}): {what}")
+
+
+class TrackingUnreachable(AVRSPError):
+    """The MLflow tracking store does not answer (the message names it and the way out)."""
+
+
 class EpochLogger:
-    """Rank 0's logger: per-epoch metrics, images, and system metrics in a background thread."""
+    """Rank 0's logger: per-epoch metrics, images, and system metrics in a background thread.
+
+    Training never waits on the tracking server for long (issue 26): each call is bounded
+    (:func:`bounded_requests`, for the logger's life), and when one fails because the server
+    is out of reach, the logger says so once (``[train NAME] tracking: lost URI (cause)``),
+    keeps the epoch's metrics and grid in memory in order, and from then on only probes the
+    server once per epoch (:func:`unreachable`, one short request) instead of sending each
+    item through MLflow's retries. When the server answers again it sends what was kept and
+    says so once (``… back: sent the metrics of N epochs``). What is still kept when training
+    ends is not lost: the checkpoint's history holds it, and the driver (or a re-run of the
+    same command) logs the epochs MLflow lacks (:func:`log_missing_history`).
+    """
 
     def __init__(
-        self, uri: str, run_id: str, *, system_metrics: bool = True, sampling_s: float = 10.0
+        self,
+        uri: str,
+        run_id: str,
+        *,
+        system_metrics: bool = True,
+        sampling_s: float = 10.0,
+        name: str = "",
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.uri, self.run_id = uri, run_id
-        self.client = client(uri)
-        self._monitor = None
+        self._prefix = f"[train {name}] tracking:" if name else "[avrsp train] tracking:"
+        self._say = say or (lambda line: print(line, flush=True))
+        self._bounds = contextlib.ExitStack()
+        self._bounds.enter_context(bounded_requests())
+        self.lost: str | None = None  # the cause, while the store is out of reach
+        self.pending: list[tuple[str, Any, int]] = []  # (kind, payload, step), in order
+        self._steps: dict[str, set[int] | None] = {}  # per key: logged steps (None: unknown)
+        self._sampling_s, self._monitor = sampling_s, None
+        try:
+            self.client = client(uri)
+        except Exception as exc:
+            if not is_outage(exc):
+                self._bounds.close()
+                raise
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri)
+            self._lose(exc)
         if system_metrics:
+            self._start_monitor()
+
+    def _start_monitor(self) -> None:
+        """MLflow's system metrics thread. It ends itself when it cannot reach the server
+        (its ``get_run`` fails); :meth:`_recover` starts a new one."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=self._sampling_s,
+                resume_logging=True,
+                tracking_uri=self.uri,
+            )
+            self._monitor.start()
+        except Exception:  # psutil missing or no sampler for this machine: skip
+            self._monitor = None
+
+    # ------------------------------------------------------------------ outage handling
+
+    def _lose(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = outage_cause(exc)
+            self._say(
+                f"{self._prefix} lost {self.uri} ({self.lost}); training goes on, and its "
+                "metrics are kept and sent when the server is back"
+            )
+
+    def _send(self, kind: str, payload: Any, step: int) -> None:
+        if kind == "metrics":
+            self.client.log_batch(self.run_id, metrics=payload)
+            for key, known in self._steps.items():
+                if known is not None and any(m.key == key for m in payload):
+                    known.add(step)
+        elif kind == "grid":
+            self.client.log_image(self.run_id, payload, key=GRID_KEY, step=step)
+        else:  # "status"
+            self.client.update_run(self.run_id, status=payload)
+
+    def _submit(self, kind: str, payload: Any, step: int, *, probe: bool = False) -> None:
+        """Send now, or keep it when the store is out of reach (``probe``: look once
+        whether it is back first)."""
+        if self.lost is not None and probe:
+            self._recover()
+        if self.lost is None:
             try:
-                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+                self._send(kind, payload, step)
+                return
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._lose(exc)
+        self.pending.append((kind, payload, step))
 
-                self._monitor = SystemMetricsMonitor(
-                    run_id, sampling_interval=sampling_s, resume_logging=True, tracking_uri=uri
-                )
-                self._monitor.start()
-            except Exception:  # psutil missing or no sampler for this machine: skip
-                self._monitor = None
+    def _recover(self) -> bool:
+        """One probe; when the store answers, send what was kept, in order. Returns
+        whether the store is reachable (nothing kept any more)."""
+        if self.lost is None:
+            return True
+        if unreachable(self.uri) is not None:
+            return False
+        try:
+            for key, known in self._steps.items():  # lost before the first answer
+                if known is None:
+                    self._steps[key] = self._query_steps(key)
+            epochs = set()
+            while self.pending:
+                kind, payload, step = self.pending[0]
+                if not (kind == "metrics" and self._already_logged(payload, step)):
+                    self._send(kind, payload, step)
+                    if kind == "metrics":
+                        epochs.add(step)
+                self.pending.pop(0)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return False  # gone again: still lost, the rest kept (no second line)
+        self.lost = None
+        count = len(epochs)
+        self._say(
+            f"{self._prefix} {self.uri} is back: sent the metrics of {count} "
+            f"epoch{'s' if count != 1 else ''} kept meanwhile"
+        )
+        thread = getattr(self._monitor, "_process", None)  # MLflow's monitor thread
+        if self._monitor is not None and (thread is None or not thread.is_alive()):
+            self._start_monitor()
+        return True
 
-    def logged_steps(self, key: str) -> set[int]:
+    def _already_logged(self, metrics: list[Any], step: int) -> bool:
+        return any(
+            known is not None and step in known and any(m.key == key for m in metrics)
+            for key, known in self._steps.items()
+        )
+
+    def _query_steps(self, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        import time
+    # ------------------------------------------------------------------ the logger's calls
 
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps of metric ``key`` the run has or will have: asked from the store once,
+        then kept here with the steps logged or kept since (so that asking again each
+        epoch costs nothing and works while the store is out of reach)."""
+        if self._steps.get(key) is None and self.lost is None:
+            try:
+                self._steps[key] = self._query_steps(key)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._lose(exc)
+        self._steps.setdefault(key, None)
+        kept = {
+            step
+            for kind, payload, step in self.pending
+            if kind == "metrics" and any(m.key == key for m in payload)
+        }
+        return set(self._steps[key] or ()) | kept
+
+    def reopen_run(self) -> None:
+        """Set the run back to RUNNING (:func:`reopen_run`), or when the store is back."""
+        self._submit("status", "RUNNING", -1)
+
+    def log_metrics(self, metrics: dict[str, float], step: int, *, probe: bool = True) -> None:
+        """Log one epoch's metrics (finite numbers only). While the store is out of reach,
+        the one probe of the epoch happens here (``probe=False``: none, for a batch of
+        earlier epochs)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -268,18 +573,50 @@ class EpochLogger:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and np.isfinite(v)
         ]
-        self.client.log_batch(self.run_id, metrics=items)
+        self._submit("metrics", items, step, probe=probe)
 
     def log_grid(self, image: np.ndarray, epoch: int) -> None:
         """The epoch's grid as image ``val_grid`` at step ``epoch`` (the run page's image
         viewer; the files are ``images/val_grid+step+EPOCH+…png``, plus a WebP preview)."""
-        self.client.log_image(self.run_id, np.asarray(image, np.uint8), key=GRID_KEY, step=epoch)
+        self._submit("grid", np.asarray(image, np.uint8), epoch)
 
     def close(self) -> None:
-        if self._monitor is not None:
-            with contextlib.suppress(Exception):  # never fail a run over its monitor
-                self._monitor.finish()
-            self._monitor = None
+        """A last look for a lost store (what it still lacks is in the checkpoint's history:
+        see the class), then the monitor stopped without waiting on an unreachable server,
+        and MLflow's own call bounds back."""
+        with contextlib.suppress(Exception):  # never fail a run over its tracking
+            self._recover()
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            if self.lost is not None:  # its last flush could only fail: let its thread go
+                getattr(monitor, "_shutdown_event", threading.Event()).set()
+            else:
+                # finish() joins the thread and flushes; bounded calls, and at worst left
+                # behind (a daemon) rather than holding up the end of training.
+                done = threading.Thread(target=monitor.finish, daemon=True)
+                done.start()
+                done.join(timeout=3 * int(HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
+        self._bounds.close()
+
+
+def log_missing_history(uri: str, run_id: str, history: list[dict[str, float]]) -> int:
+    """Log the epochs of ``history`` (a checkpoint's) whose ``val_loss`` the run lacks:
+    what the workers kept while the server was out of reach and could not send before
+    training ended. Returns how many epochs were logged."""
+    from mlflow.entities import Metric
+
+    c = client(uri)
+    logged = {m.step for m in c.get_metric_history(run_id, "val_loss")}
+    missing = [entry for entry in history if int(entry["epoch"]) not in logged]
+    for entry in missing:
+        step, now = int(entry["epoch"]), int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in entry.items()
+            if isinstance(v, (int, float)) and np.isfinite(v)
+        ]
+        c.log_batch(run_id, metrics=items)
+    return len(missing)
 
 
 def finish_run(

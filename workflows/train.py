@@ -32,7 +32,7 @@ import ray
 import ray.train
 import ray.train.torch
 
-from avrsp.errors import AVRSPError
+from avrsp.errors import AVRSPError, storage_error
 from avrsp.io import write_bytes, write_json, write_text
 from preprocessing import storage
 from preprocessing.fingerprints import FINGERPRINT_FILE
@@ -112,7 +112,11 @@ class LocalModeCheckpoints:
     def persist(self, folder: Path, name: str) -> Path:
         """Copy a reported checkpoint in (a crash leaves no half-written folder), then prune."""
         target, temp = self.run_dir / name, self.run_dir / f".{name}.tmp{os.getpid()}"
-        shutil.copytree(folder, temp)
+        try:
+            shutil.copytree(folder, temp)
+        except BaseException:  # a full disk: no hidden half-copy left behind
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
         shutil.rmtree(target, ignore_errors=True)  # an epoch redone replaces its folder
         temp.rename(target)
         ranked = sorted(checkpoint_dirs(self.run_dir), key=self._score)
@@ -205,7 +209,6 @@ def resume_state(cfg: TrainConfig, local_mode: bool) -> tuple[dict[str, Any] | N
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """What Ray Train runs on every worker: the Ray side of :func:`workflows.loop.fit`."""
-    from workflows import tracking
     from workflows.data import fixed_windows
     from workflows.tracking import EpochLogger, saliency_grid
 
@@ -223,11 +226,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             loop_config["mlflow_run_id"],
             system_metrics=cfg.system_metrics,
             sampling_s=cfg.system_metrics_interval_s,
+            name=cfg.run_name,  # its "[train NAME] tracking: lost/back" lines
         )
         logged = logger.logged_steps("val_loss")  # a crash after a checkpoint left a hole
         for entry in resume["history"] if resume else []:
             if int(entry["epoch"]) not in logged:
-                logger.log_metrics(entry, step=int(entry["epoch"]))
+                logger.log_metrics(entry, step=int(entry["epoch"]), probe=False)
         if cfg.grid_windows:
             _, val_files, _, val_spec = dataset_files(cfg)
             windows = fixed_windows(val_files, cfg.grid_windows, cfg.network, val_spec)
@@ -268,8 +272,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return shard_batches(val_shard, cfg, train=False, epoch=0, rank=rank)
 
     hook = loop_config.get("step_hook")
-    if rank == 0:  # training starts: the run is RUNNING again (tracking.fail_run)
-        tracking.reopen_run(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+    if logger is not None:  # training starts: the run is RUNNING again (tracking.fail_run)
+        logger.reopen_run()  # (or once the server is back, if it is out of reach)
     try:
         loop.fit(
             cfg,
@@ -365,15 +369,26 @@ def train(
     remote = storage.is_uri(cfg.run_location)
     if remote:  # the driver's files of a run on an object store: staged here, uploaded
         pull_run_files(cfg)
-    run_id, resumed = tracking.start_or_resume_run(
-        uri,
-        run_dir,
-        run_name=cfg.run_name,
-        params=params,
-        tags=tags,
-        experiment=cfg.experiment,
-        reopen=False,  # the workers reopen it when training starts
-    )
+    way_out = "start it or pass another --mlflow-uri; nothing was trained"
+    tracking.require_reachable(uri, way_out)  # one line at once, not minutes of retries
+    try:
+        with tracking.bounded_requests():
+            run_id, resumed = tracking.start_or_resume_run(
+                uri,
+                run_dir,
+                run_name=cfg.run_name,
+                params=params,
+                tags=tags,
+                experiment=cfg.experiment,
+                reopen=False,  # the workers reopen it when training starts
+            )
+    except Exception as exc:
+        if isinstance(exc, AVRSPError) or not tracking.is_outage(exc):
+            raise
+        cause = tracking.outage_cause(exc)
+        raise tracking.TrackingUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({cause}): {way_out}"
+        ) from exc
     if remote:
         push_run_files(cfg, RUN_FILE)
 
@@ -409,7 +424,9 @@ def train(
     try:
         result = trainer.fit()
     except Exception as exc:
-        tracking.fail_run(uri, run_id)  # a resume that failed before training: unchanged
+        _end_run_quietly(uri, run_id)  # a resume that failed before training: unchanged
+        if (full := storage_error(exc, where=cfg.run_location)) is not None:
+            raise full from exc  # a full disk under --storage: one line, the file
         cause = exc
         while cause.__cause__ is not None and not isinstance(cause, AVRSPError):
             cause = cause.__cause__
@@ -436,18 +453,34 @@ def train(
             )
     if remote:
         push_run_files(cfg, model_path.name, model_path.with_suffix(".config.json").name)
+    # The server may have gone away during training (the workers went on without it):
+    # one line, and a re-run of the same command logs what MLflow lacks without training.
+    gone = (
+        f"training run {cfg.run_name!r} is done and {model_path} is written; when the server "
+        "is back, re-running the same command logs the model and the missing metrics "
+        "without training again"
+    )
+    tracking.require_reachable(uri, gone)
     try:
-        logged = log_mlflow_model(
-            uri,
-            run_id,
-            model_path,
-            registered_name=cfg.registered_name,
-            serialization_format=cfg.mlflow_model_format,
-            step=int(best_metrics["epoch"]),
-        )
+        with tracking.bounded_requests(timeout=False):  # a large model may upload slowly
+            filled = tracking.log_missing_history(uri, run_id, history)
+            if filled:
+                log(f"[avrsp train] tracking: logged the metrics of {filled} epochs MLflow lacked")
+            logged = log_mlflow_model(
+                uri,
+                run_id,
+                model_path,
+                registered_name=cfg.registered_name,
+                serialization_format=cfg.mlflow_model_format,
+                step=int(best_metrics["epoch"]),
+            )
     except Exception as exc:
         logging.getLogger(__name__).info("logging the MLflow model failed", exc_info=True)
-        tracking.finish_run(uri, run_id, status="FAILED")
+        if tracking.is_outage(exc) and (cause := tracking.unreachable(uri)) is not None:
+            raise tracking.TrackingUnreachable(
+                f"MLflow tracking server {uri} is unreachable ({cause}): {gone}"
+            ) from exc
+        _end_run_quietly(uri, run_id, status="FAILED")
         raise AVRSPError(
             f"training run {cfg.run_name!r}: {model_path} is written, but logging it as an "
             f"MLflow model to {uri} failed ({type(exc).__name__}: {exc}{_where(exc)}); "
@@ -458,7 +491,15 @@ def train(
     model_location = storage.join(cfg.run_location, model_path.name)
     tags = {"best_epoch": str(best_metrics["epoch"]), "model_path": model_location,
             "model_uri": logged.model_uri, "registered_model": logged.registered_uri}  # fmt: skip
-    tracking.finish_run(uri, run_id, status="FINISHED", files=files, tags=tags)
+    try:
+        with tracking.bounded_requests(timeout=False):
+            tracking.finish_run(uri, run_id, status="FINISHED", files=files, tags=tags)
+    except Exception as exc:
+        if not tracking.is_outage(exc) or (cause := tracking.unreachable(uri)) is None:
+            raise
+        raise tracking.TrackingUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({cause}): {gone}"
+        ) from exc
     return TrainResult(
         run_name=cfg.run_name,
         run_dir=run_dir,
@@ -487,6 +528,24 @@ def best_intact(cfg: TrainConfig, result: ray.train.Result) -> ray.train.Checkpo
             continue
         return checkpoint
     raise loop.DamagedCheckpoint(f"{cfg.run_location}: no intact checkpoint among Ray's best")
+
+
+def _end_run_quietly(uri: str, run_id: str, status: str | None = None) -> None:
+    """Mark a failed run FAILED (``status``), or with None only if it is RUNNING
+    (:func:`workflows.tracking.fail_run`), without a second error on top of the one being
+    reported: a tracking server that does not answer is named in the log only."""
+    from workflows import tracking
+
+    try:
+        with tracking.bounded_requests():
+            if status is None:
+                tracking.fail_run(uri, run_id)
+            else:
+                tracking.finish_run(uri, run_id, status=status)
+    except Exception:  # to the log file: the terminal shows the error being reported
+        logging.getLogger(__name__).info(
+            "could not mark MLflow run %s of %s %s", run_id, uri, status or "FAILED", exc_info=True
+        )
 
 
 def _where(exc: BaseException) -> str:

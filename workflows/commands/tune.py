@@ -98,14 +98,13 @@ def build_base(args: argparse.Namespace) -> Any:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
-    from tuning.spaces import dry_run_lines
-    from tuning.sweep import SweepOptions, plan, run_sweep
+def parsed(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(space, options, base)`` of the arguments, each checked; no data is read."""
+    from preprocessing.storage import is_uri
+    from tuning.sweep import SweepOptions
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds: need >= 1, got {args.seeds}")
-    from preprocessing.storage import is_uri
-
     if is_uri(args.storage):
         raise ConfigError(
             f"--storage {args.storage}: a sweep's folder (Ray Tune's state, every trial's run, "
@@ -128,7 +127,24 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         verbose=1 if getattr(args, "verbose", False) else 0,
     )
-    base = build_base(args)
+    return space, options, build_base(args)
+
+
+def check(args: argparse.Namespace) -> None:
+    """The sweep's space, options and every trial's config checked, nothing read but the
+    --space and --config files (``avrsp submit``; the data is checked where it is)."""
+    from tuning.sweep import check_option_values, plan
+
+    space, options, base = parsed(args)
+    check_option_values(options)
+    plan(space, base, options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tuning.spaces import dry_run_lines
+    from tuning.sweep import plan, run_sweep
+
+    space, options, base = parsed(args)
     if args.dry_run:
         print("\n".join(dry_run_lines(space, plan(space, base, options))))
         return 0
