@@ -38,6 +38,7 @@ from preprocessing.records import VideoRecord, dropped_rows_text
 from preprocessing.schema import SCHEMA_VERSION
 from preprocessing.segments import SegmentOptions, VideoSummary, read_marker, write_video
 from preprocessing.sources import Listing, open_source
+from preprocessing.sources.check import preflight
 
 if TYPE_CHECKING:  # pydantic's models: not imported by the Ray workers (≈ 0.1 s each)
     from avrsp.config import AVRSPConfig
@@ -240,6 +241,7 @@ def preprocess(
     started = time.perf_counter()
     out = check_output(out)
     opts = options or SegmentOptions.from_config(config)
+    preflight(source, datasets=(source_options or {}).get("datasets"), log=log)
     listing: Listing = open_source(source, **(source_options or {}))
     maps = any(r.maps_pattern for r in listing.records)
     if opts.target == "dataset" and listing.records and not maps:

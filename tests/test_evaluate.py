@@ -249,3 +249,57 @@ def test_a_dataset_map_of_another_size_is_named(tmp_path: Path) -> None:
     assert made.saliency is not None and made.saliency.shape == (64, 112)
     with pytest.raises(InputError, match=r"map_0001.png: saliency map is 60×40 but .* 160×90"):
         frame_target(rec, loader, 0, (90, 160), (90, 160), exact_size=True, **kw)
+
+
+def test_saved_maps_are_scored_frame_by_frame_and_mismatches_named(
+    synth: Path, tmp_path: Path
+) -> None:
+    """``--predictions DIR``: the centre-bias map saved as 16-bit PNGs, one per frame
+    (``DIR/<dataset>/<video>/…_00001.png`` and ``DIR/<video>/``), scores what the baseline
+    scores; a missing map, a map past the last frame and a map of another size are named
+    per video and not scored; a video without a folder fails, naming it."""
+    from PIL import Image
+
+    records = [r for r in open_source(f"synthetic:{synth}").records if r.split == "test"]
+    saved = tmp_path / "saved"
+    for k, rec in enumerate(records[:3]):
+        video = open_video(rec, 22050)
+        h, w = video.native_size
+        bias = centre_bias_map((h, w))
+        image = Image.fromarray(np.round(bias / bias.max() * 65535).astype(np.uint16))
+        folder = saved / rec.dataset / rec.video_id if k == 0 else saved / rec.video_id
+        folder.mkdir(parents=True)
+        for n in range(1, video.expected_frames + 1):
+            image.save(folder / f"pred_{n:05d}.png")
+        if k == 1:
+            (folder / "pred_00003.png").unlink()
+            image.save(folder / f"pred_{video.expected_frames + 1:05d}.png")
+            image.resize((w // 2, h // 2)).save(folder / "pred_00005.png")
+    opts = EvalOptions(
+        source=f"synthetic:{synth}", predictions=saved, baseline_only=True,
+        out=tmp_path / "out", workers=0, tracking=False,
+    )  # fmt: skip
+    said: list[str] = []
+    report = evaluate(opts, log=said.append)
+    (failure,) = report.failed
+    assert records[3].video_id in failure["video"] and "no folder" in failure["reason"]
+    rows = list(csv.DictReader((tmp_path / "out" / "videos.csv").open()))
+    by = {(r["row"], r["video"]): r for r in rows}
+    for rec in (records[0], records[2]):  # every frame's map (records[1]: 2 are not scored)
+        mine, base = by[("saved maps saved", rec.video_id)], by[(BASELINE, rec.video_id)]
+        for metric in ("cc", "sim", "nss", "auc_judd"):
+            assert float(mine[metric]) == pytest.approx(float(base[metric]), abs=2e-4), metric
+    line = next(m for m in said if records[1].video_id in m)
+    assert "1 frames without a map (3)" in line
+    assert "maps of another size than the first (5)" in line
+    assert f"maps of frames the video does not have ({video_frames(records[1]) + 1})" in line
+    frames = list(csv.DictReader((tmp_path / "out" / "frames" / "saved_maps_saved.csv").open()))
+    scored = {int(f["frame"]) for f in frames if f["video"] == records[1].video_id}
+    assert 2 not in scored and 4 not in scored and 0 in scored  # frames 3 and 5, 0-based
+
+
+BASELINE = "Centre bias (baseline)"
+
+
+def video_frames(rec) -> int:
+    return open_video(rec, 22050).expected_frames

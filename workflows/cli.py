@@ -15,6 +15,7 @@ from avrsp.errors import AVRSPError, storage_error
 COMMAND_MODULES = (
     "workflows.commands.preprocess",
     "workflows.commands.info",
+    "workflows.commands.datasets",
     "workflows.commands.demo",
     "workflows.commands.synth",
     "workflows.commands.train",

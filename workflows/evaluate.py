@@ -126,14 +126,23 @@ class EvalOptions:
     limit: int | None = None
     mlflow_uri: str | None = None
     tracking: bool = True
+    #: Score saved maps (a folder of one image per frame per video) instead of a model.
+    predictions: Path | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.predictions is not None:
+            self.predictions = Path(self.predictions)
+            if self.model is not None:
+                raise InputError("--predictions scores saved maps: give it or --model, not both")
         bad = [m for m in self.audio if m not in AUDIO_MODES]
         if bad or not self.audio:
             raise InputError(f"--audio: choose from {', '.join(AUDIO_MODES)}, got {bad or '[]'}")
-        if self.model is None and not self.baseline_only:
-            raise InputError("--model is needed (or --baseline centre to score the baseline alone)")
+        if self.model is None and self.predictions is None and not self.baseline_only:
+            raise InputError(
+                "--model is needed (or --predictions DIR to score saved maps, or --baseline "
+                "centre to score the baseline alone)"
+            )
         if self.limit is not None and self.limit < 1:
             raise InputError(f"--limit must be >= 1, got {self.limit}")
         if self.batch_size < 1:
@@ -241,6 +250,11 @@ def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, An
         result = score_video(None, video, config, **common)
         rows[BASELINE_LABEL] = [asdict(f) for f in result.frames]
         counts = (result.num_frames, result.without_target)
+    if item.get("predictions"):
+        result, problems = _score_saved(video, Path(item["predictions"]), common)
+        rows[item["labels"]["saved"]] = [asdict(f) for f in result.frames]
+        notes += problems
+        counts = (result.num_frames, result.without_target)
     if loaded is not None:
         donor = None
         if "shuffled" in item["audio"]:
@@ -271,6 +285,25 @@ def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, An
         "without_target": counts[1],
         "notes": notes,
     }
+
+
+def _score_saved(video: Any, root: Path, common: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A video's saved maps (``--predictions``) scored; what did not match, as notes."""
+    from workflows import saved_maps
+    from workflows.protocol import score_maps
+
+    rec = video.record
+    folder = saved_maps.video_folder(root, rec.dataset, rec.video_id)
+    if folder is None:
+        raise InputError(
+            f"--predictions {root}: no folder {rec.dataset}/{rec.video_id}/ or {rec.video_id}/"
+        )
+    matched = saved_maps.match_frames(folder, video.expected_frames)
+    if not matched.maps:
+        raise InputError(f"{folder}: no map for any of the video's frames; " + "; ".join(
+            matched.problems()))  # fmt: skip
+    result = score_maps(video, matched.maps, saved_maps.read_map, **common)
+    return result, [f"{folder}: {p}, not scored" for p in matched.problems()]
 
 
 def row_labels(
@@ -313,6 +346,11 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
     from workflows.pool import default_actors, map_videos, run_local
 
     _check_out(opts.out, opts.overwrite)
+    if opts.predictions is not None and not opts.predictions.is_dir():
+        raise InputError(f"--predictions {opts.predictions}: not a folder")
+    from preprocessing.sources.check import preflight
+
+    preflight(opts.source, log=log)  # a stavis/dhf1k folder's problems, before any Ray start
     records, failed = test_records(opts.source, opts.split, opts.fold)
     if opts.split == "all":
         log(f"split all: every video of {opts.source} ({len(records)})")
@@ -329,6 +367,8 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
         log("note: a visual-only model hears nothing; --audio modes other than real are skipped")
         modes = ("real",)
     labels = row_labels(loaded, opts.model, modes)
+    if opts.predictions is not None:
+        labels["saved"] = f"saved maps {opts.predictions.name}"
     groups = _groups(opts.source)
     donors = _donors(records) if "shuffled" in modes else {}
     items = [
@@ -340,6 +380,7 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
             "audio": list(modes) if loaded is not None else [],
             "labels": labels,
             "baseline": True,
+            "predictions": str(opts.predictions) if opts.predictions else None,
             "seed": opts.seed,
             "batch": opts.batch_size,
             "device": opts.device,

@@ -343,3 +343,30 @@ def score_video(
         count = frame + 1
     scorer.finish(count)
     return result
+
+
+def score_maps(
+    video: OpenedVideo,
+    maps: dict[int, Any],
+    read: Any,
+    *,
+    group: str | None = None,
+    seed: int = 0,
+    sigma_px: float | None = None,
+) -> VideoResult:
+    """Score saved maps of ``video`` (``avrsp evaluate --predictions``): ``maps`` is
+    ``{frame index: what read() turns into a map}``; each map is scored against that
+    frame's ground truth as a model's would be (resized to the native size by the metrics'
+    MATLAB ``imresize``). Frames without a map are not scored (the caller reports them)."""
+    rec = video.record
+    result = VideoResult(
+        dataset=group or rec.dataset,
+        video=rec.video_id,
+        fold=int(rec.fold) if rec.split == "cv" else None,
+        notes=list(video.notes),
+    )
+    scorer = _Scorer(video, result, seed, sigma_px)
+    for frame in sorted(maps):
+        scorer.add(frame, read(maps[frame]))
+    scorer.finish(video.expected_frames)
+    return result

@@ -6,7 +6,9 @@
 AVAD, Coutrot_db1, Coutrot_db2, DIEM, ETMD_av, SumMe.
 
 Fold lists ``<DS>_list_{train,test}_{1,2,3}_fps.txt`` (DIEM: ``DIEM_list_{train,test}_fps.txt``),
-one ``name nframes fps`` per line, are looked up in ``ROOT/fold_lists/`` and then ``ROOT/``.
+one ``name nframes fps`` per line, are looked up in ``ROOT/fold_lists/`` and then ``ROOT/``;
+a dataset with none of its lists there gets the published lists shipped in
+``preprocessing/sources/fold_lists/`` (its README says where they come from).
 A video in the test list of fold k gets ``split="cv", fold=k`` (train in the other folds);
 one found only in train lists gets ``split="train"``; DIEM's videos get ``train``/``test``.
 Videos in no list are skipped (their fps is unknown) and named in the listing.
@@ -18,11 +20,14 @@ from pathlib import Path
 
 from avrsp.errors import InputError
 from preprocessing.records import FixationSource, VideoRecord, frame_tolerance
-from preprocessing.sources.common import Listing, check_contiguous, numbered
+from preprocessing.sources.common import Listing, NumberedFiles, check_contiguous, numbered
 
 DATASETS = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
 FOLDS = (1, 2, 3)
 FIXED_SPLIT = ("DIEM",)
+#: The published STAViS fold lists, used for a dataset whose folder holds none of its own.
+SHIPPED_LISTS = Path(__file__).with_name("fold_lists")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def parse_fold_list(path: Path) -> dict[str, tuple[int, float]]:
@@ -43,29 +48,52 @@ def parse_fold_list(path: Path) -> dict[str, tuple[int, float]]:
     return entries
 
 
-def _list_file(root: Path, name: str) -> Path | None:
-    for folder in (root / "fold_lists", root):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+def list_names(dataset: str) -> list[str]:
+    """The names of a dataset's fold list files."""
+    if dataset in FIXED_SPLIT:
+        return [f"{dataset}_list_{split}_fps.txt" for split in ("train", "test")]
+    return [
+        f"{dataset}_list_{split}_{fold}_fps.txt" for split in ("train", "test") for fold in FOLDS
+    ]
+
+
+def fold_list_files(root: Path, dataset: str) -> dict[str, Path]:
+    """``{list file name: path}`` of the dataset's fold lists: each looked up in
+    ``root/fold_lists/`` then ``root/``; when none of them is there, the shipped ones."""
+    found: dict[str, Path] = {}
+    for name in list_names(dataset):
+        for folder in (root / "fold_lists", root):
+            if (folder / name).is_file():
+                found[name] = folder / name
+                break
+    if found:
+        return found
+    return {
+        name: SHIPPED_LISTS / name
+        for name in list_names(dataset)
+        if (SHIPPED_LISTS / name).is_file()
+    }
 
 
 def fold_assignment(root: Path, dataset: str) -> dict[str, tuple[str, int, int, float]]:
     """``{video: (split, fold, nframes, fps)}`` from a dataset's fold lists."""
+    files = fold_list_files(root, dataset)
+
+    def entries(name: str) -> dict[str, tuple[int, float]]:
+        return parse_fold_list(files[name]) if name in files else {}
+
     out: dict[str, tuple[str, int, int, float]] = {}
     if dataset in FIXED_SPLIT:
         for split in ("train", "test"):
-            path = _list_file(root, f"{dataset}_list_{split}_fps.txt")
-            for name, (n, fps) in (parse_fold_list(path) if path else {}).items():
+            for name, (n, fps) in entries(f"{dataset}_list_{split}_fps.txt").items():
                 out[name] = (split, 0, n, fps)
         return out
     for fold in FOLDS:
-        path = _list_file(root, f"{dataset}_list_train_{fold}_fps.txt")
-        for name, (n, fps) in (parse_fold_list(path) if path else {}).items():
+        for name, (n, fps) in entries(f"{dataset}_list_train_{fold}_fps.txt").items():
             out.setdefault(name, ("train", 0, n, fps))
     for fold in FOLDS:
-        path = _list_file(root, f"{dataset}_list_test_{fold}_fps.txt")
-        for name, (n, fps) in (parse_fold_list(path) if path else {}).items():
+        path = files.get(f"{dataset}_list_test_{fold}_fps.txt")
+        for name, (n, fps) in entries(f"{dataset}_list_test_{fold}_fps.txt").items():
             previous = out.get(name)
             if previous is not None and previous[0] == "cv":
                 raise InputError(
@@ -75,9 +103,8 @@ def fold_assignment(root: Path, dataset: str) -> dict[str, tuple[str, int, int, 
     return out
 
 
-def read(root: str | Path, *, datasets: tuple[str, ...] | None = None) -> Listing:
-    """List the videos of the STAViS-layout datasets under ``root``."""
-    root = Path(root)
+def wanted_datasets(root: Path, datasets: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The datasets to read: ``datasets``, or those with a ``video_frames/<DS>`` folder."""
     frames_root = root / "video_frames"
     if not frames_root.is_dir():
         raise InputError(f"{root}: no video_frames/ folder (STAViS layout expected)")
@@ -85,13 +112,21 @@ def read(root: str | Path, *, datasets: tuple[str, ...] | None = None) -> Listin
     unknown = [d for d in wanted if d not in DATASETS]
     if unknown:
         raise InputError(f"unknown STAViS dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    return wanted
+
+
+def read(root: str | Path, *, datasets: tuple[str, ...] | None = None) -> Listing:
+    """List the videos of the STAViS-layout datasets under ``root``."""
+    root = Path(root)
+    frames_root = root / "video_frames"
+    wanted = wanted_datasets(root, datasets)
     listing = Listing()
     for dataset in wanted:
         folds = fold_assignment(root, dataset)
         if not folds:
             raise InputError(
                 f"{root}: no fold lists for {dataset} ({dataset}_list_*_fps.txt in "
-                "fold_lists/ or the root)"
+                "fold_lists/ or the root, and none shipped)"
             )
         video_dirs = sorted(p for p in (frames_root / dataset).glob("*") if p.is_dir())
         for folder in video_dirs:
@@ -100,6 +135,37 @@ def read(root: str | Path, *, datasets: tuple[str, ...] | None = None) -> Listin
         for name in sorted(set(folds) - on_disk):
             listing.fail(dataset, name, f"{frames_root / dataset / name}: listed but missing")
     return listing
+
+
+def video_frames(folder: Path) -> NumberedFiles | None:
+    """The ``img_%05d.jpg`` frames of one video folder (``video_frames/<DS>/<vid>``)."""
+    return numbered(folder, "img_", FRAME_SUFFIXES)
+
+
+def frames_problem(folder: Path, frames: NumberedFiles | None, listed: int) -> str | None:
+    """Why a video's frames are unusable against its fold list's ``listed`` count, or None:
+    no frames, gaps in their numbers, or a count off by more than 2 frames or 1 %."""
+    if frames is None:
+        return f"{folder}: no img_*.jpg frames"
+    try:
+        check_contiguous(frames, "frames")
+    except InputError as exc:
+        return str(exc)
+    if abs(frames.count - listed) > frame_tolerance(listed):
+        return f"{folder}: {frames.count} frames on disk but the fold list says {listed}"
+    return None
+
+
+def annotation_files(
+    root: Path, dataset: str, vid: str
+) -> tuple[NumberedFiles | None, NumberedFiles | None, Path | None]:
+    """A video's fixation maps (``fixMap_%05d.mat``), continuous maps (``maps/eyeMap_%05d``)
+    and audio (``<vid>.wav``); None for what is absent."""
+    ann = root / "annotations" / dataset / vid
+    fix = numbered(ann, "fixMap_", (".mat",))
+    maps = numbered(ann / "maps", "eyeMap_", FRAME_SUFFIXES)
+    wav = root / "video_audio" / dataset / vid / f"{vid}.wav"
+    return fix, maps, (wav if wav.is_file() else None)
 
 
 def _read_video(
@@ -114,26 +180,12 @@ def _read_video(
         listing.skip(dataset, vid, "not in any fold list (fps unknown)")
         return
     split, fold, listed_frames, fps = folds[vid]
-    frames = numbered(folder, "img_", (".jpg", ".jpeg", ".png"))
-    if frames is None:
-        listing.fail(dataset, vid, f"{folder}: no img_*.jpg frames")
+    frames = video_frames(folder)
+    problem = frames_problem(folder, frames, listed_frames)
+    if problem is not None or frames is None:
+        listing.fail(dataset, vid, problem or f"{folder}: no img_*.jpg frames")
         return
-    try:
-        check_contiguous(frames, "frames")
-    except InputError as exc:
-        listing.fail(dataset, vid, str(exc))
-        return
-    if abs(frames.count - listed_frames) > frame_tolerance(listed_frames):
-        listing.fail(
-            dataset,
-            vid,
-            f"{folder}: {frames.count} frames on disk but the fold list says {listed_frames}",
-        )
-        return
-    ann = root / "annotations" / dataset / vid
-    fix = numbered(ann, "fixMap_", (".mat",))
-    maps = numbered(ann / "maps", "eyeMap_", (".jpg", ".jpeg", ".png"))
-    wav = root / "video_audio" / dataset / vid / f"{vid}.wav"
+    fix, maps, wav = annotation_files(root, dataset, vid)
     listing.records.append(
         VideoRecord(
             dataset=dataset,
@@ -142,7 +194,7 @@ def _read_video(
             fold=fold,
             frames=frames.pattern,
             first_index=frames.first,
-            audio=str(wav) if wav.is_file() else None,
+            audio=str(wav) if wav else None,
             fps=fps,
             num_frames=frames.count,
             fixations=(

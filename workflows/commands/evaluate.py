@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model.pt (file or run folder), runs:/ID/PATH or models:/NAME/V")
     p.add_argument("--source", required=True, help="KIND:PATH, e.g. stavis:/data/stavis")
     p.add_argument(
+        "--predictions",
+        help="score saved maps instead of a model: DIR/<video>/ or DIR/<dataset>/<video>/, "
+        "one PNG or JPEG per frame named by frame number (…_00001.png), 8- or 16-bit",
+    )
+    p.add_argument(
         "--split",
         help="split to score: test (the default; a k-fold dataset's cv videos, every fold), "
         "val, train, or all (every video: the default of a source without splits.csv)",
@@ -105,6 +110,7 @@ def options(
         limit=args.limit,
         mlflow_uri=args.mlflow_uri,
         tracking=not args.no_mlflow,
+        predictions=args.predictions,
     )
 
 
