@@ -277,7 +277,7 @@ def test_saved_maps_are_scored_frame_by_frame_and_mismatches_named(
             image.resize((w // 2, h // 2)).save(folder / "pred_00005.png")
     opts = EvalOptions(
         source=f"synthetic:{synth}", predictions=saved, baseline_only=True,
-        out=tmp_path / "out", workers=0, tracking=False,
+        out=tmp_path / "out", workers=0, tracking=False, protocol="native",
     )  # fmt: skip
     said: list[str] = []
     report = evaluate(opts, log=said.append)
@@ -303,3 +303,62 @@ BASELINE = "Centre bias (baseline)"
 
 def video_frames(rec) -> int:
     return open_video(rec, 22050).expected_frames
+
+
+@pytest.mark.parametrize("protocol", ["vinet", "stavis"])
+def test_a_model_and_its_saved_maps_score_alike_under_the_scripts_protocols(
+    synth: Path, tmp_path: Path, protocol: str
+) -> None:
+    """Under ``vinet`` and ``stavis`` a model's map is scored as the image ``avrsp predict``
+    saves (``map_to_uint8``) would be: the centre-bias row and the same map saved as 8-bit
+    PNGs (``--predictions``) give the same numbers, sAUC included (same seeds per frame);
+    the table says which protocol made its rows and reports sAUC."""
+    from PIL import Image
+
+    from workflows.predict_outputs import map_to_uint8
+
+    records = [r for r in open_source(f"synthetic:{synth}").records if r.split == "test"][:2]
+    saved = tmp_path / "saved"
+    for rec in records:
+        video = open_video(rec, 22050)
+        image = Image.fromarray(map_to_uint8(centre_bias_map(video.native_size)))
+        (saved / rec.video_id).mkdir(parents=True)
+        for n in range(1, video.expected_frames + 1):
+            image.save(saved / rec.video_id / f"{n:04d}.png")
+    opts = EvalOptions(
+        source=f"synthetic:{synth}", predictions=saved, baseline_only=True, limit=2,
+        out=tmp_path / "out", workers=0, tracking=False, protocol=protocol,
+    )  # fmt: skip
+    report = evaluate(opts, log=lambda m: None)
+    assert f"protocol {protocol}" in report.table.title
+    assert "sauc" in report.table.metrics and "kld" not in report.table.metrics
+    rows = list(csv.DictReader((tmp_path / "out" / "videos.csv").open()))
+    by = {(r["row"], r["video"]): r for r in rows}
+    for rec in records:
+        mine, base = by[("saved maps saved", rec.video_id)], by[(BASELINE, rec.video_id)]
+        for metric in ("cc", "sim", "nss", "auc_judd", "auc_shuffled"):
+            assert float(mine[metric]) == pytest.approx(float(base[metric]), abs=1e-9), metric
+    # The evaluation's wiring against the function checked against the scripts in Octave
+    # (tests/test_protocols.py): the same frames, ground truth, fixations and "other" maps.
+    from avrsp.metrics import points_to_fixation_map, protocols
+    from preprocessing.fixations import dhf1k_sigma
+    from preprocessing.segments import frame_target
+
+    video = open_video(records[0], 22050)
+    size = video.native_size
+    loader = records[0].fixations.open(fps=video.fps, native_size=size)
+    gts, fixes = [], []
+    for frame in range(video.expected_frames):
+        maps = records[0].maps_pattern is not None
+        made = frame_target(records[0], loader, frame, size, size, sigma=dhf1k_sigma(size[1]),
+                            use_maps=maps, exact_size=True)  # fmt: skip
+        if made.saliency is not None:
+            gts.append(made.saliency)
+            fixes.append(points_to_fixation_map(made.points, size))
+    assert len(gts) == video.expected_frames  # every frame annotated: same seeds per frame
+    pred8 = map_to_uint8(centre_bias_map(size))
+    direct = protocols.score_video(protocol, [pred8] * len(gts), gts, fixes, seed=0)
+    base = by[(BASELINE, records[0].video_id)]
+    for metric, column in (("cc", "cc"), ("nss", "nss"), ("sauc", "auc_shuffled")):
+        mean = float(np.nanmean([row[metric] for row in direct]))
+        assert float(base[column]) == pytest.approx(mean, abs=1e-9), metric

@@ -48,6 +48,9 @@ PLAN_FILE = "trials.json"
 EVAL_DIR = "eval"
 TRIALS_DIR = "trials"
 RESULT_FILE = "trial_result.json"  # in trials/TRIAL/: the trial's outcome, written last
+#: How ``--eval-source KIND:PATH`` scores a trial's model: as the scripts behind the quoted
+#: rows (``avrsp evaluate --protocol``); part of the cached scores' stamp.
+EVAL_PROTOCOL = "vinet"
 TUNE_DIR = "tune"  # Ray Tune's state and logs of the latest call
 SYNTH_ORDER = ("relevant", "irrelevant", "silent")
 
@@ -365,6 +368,7 @@ def score_model(
             workers=0,
             limit=options.eval_limit,
             tracking=False,
+            protocol=EVAL_PROTOCOL,
         ),
         log=lambda message: None,
     )
@@ -379,7 +383,8 @@ def _cached_scores(
     model = outcome.trial.config.run_dir / "model.pt"
     stat = model.stat()
     stamp = {"model": str(model), "mtime_ns": stat.st_mtime_ns, "size": stat.st_size,
-             "source": options.eval_source or "windows", "limit": options.eval_limit}  # fmt: skip
+             "source": options.eval_source or "windows", "limit": options.eval_limit,
+             "protocol": EVAL_PROTOCOL}  # fmt: skip
     cache = folder / EVAL_DIR / outcome.trial.name / "scores.json"
     if cache.is_file():
         known = json.loads(cache.read_text())

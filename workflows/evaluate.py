@@ -44,7 +44,7 @@ from preprocessing.records import VideoRecord
 from preprocessing.schema import decode_segment
 from workflows.data import fixation_map, split_files
 from workflows.export import LoadedModel, load_model
-from workflows.protocol import AUDIO_MODES
+from workflows.protocol import AUDIO_MODES, PROTOCOLS
 
 
 def evaluate_windows(
@@ -101,6 +101,14 @@ def evaluate_windows(
 BASELINE_LABEL = "Centre bias (baseline)"
 #: The paper's four columns, then our other metrics beside them.
 TABLE_METRICS = ("sim", "cc", "nss", "auc_j", "kld", "auc_b")
+#: Under the benchmarks' scripts (``--protocol vinet|stavis``): what the scripts report.
+SCRIPT_METRICS = ("sim", "cc", "nss", "auc_j", "sauc")
+#: Says in the table's title which protocol measured its rows.
+PROTOCOL_TITLES = {
+    "vinet": "protocol vinet: as ViNet's MATLAB scripts, those of the published tables",
+    "stavis": "protocol stavis: as STAViS' MATLAB scripts",
+    "native": "protocol native: float maps, no 8-bit storage",
+}
 
 
 @dataclass
@@ -128,6 +136,8 @@ class EvalOptions:
     tracking: bool = True
     #: Score saved maps (a folder of one image per frame per video) instead of a model.
     predictions: Path | None = None
+    #: How maps are scored: as ViNet's scripts (the published tables'), STAViS', or native.
+    protocol: str = "vinet"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -135,6 +145,9 @@ class EvalOptions:
             self.predictions = Path(self.predictions)
             if self.model is not None:
                 raise InputError("--predictions scores saved maps: give it or --model, not both")
+        if self.protocol not in PROTOCOLS:
+            choices = ", ".join(PROTOCOLS)
+            raise InputError(f"--protocol: choose from {choices}, got {self.protocol!r}")
         bad = [m for m in self.audio if m not in AUDIO_MODES]
         if bad or not self.audio:
             raise InputError(f"--audio: choose from {', '.join(AUDIO_MODES)}, got {bad or '[]'}")
@@ -245,7 +258,7 @@ def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, An
     rows: dict[str, Any] = {}
     shares: dict[str, float] = {}
     notes = list(video.notes)
-    common = {"group": item["group"], "seed": item["seed"]}
+    common = {"group": item["group"], "seed": item["seed"], "protocol": item["protocol"]}
     if item["baseline"]:
         result = score_video(None, video, config, **common)
         rows[BASELINE_LABEL] = [asdict(f) for f in result.frames]
@@ -302,7 +315,9 @@ def _score_saved(video: Any, root: Path, common: dict[str, Any]) -> tuple[Any, l
     if not matched.maps:
         raise InputError(f"{folder}: no map for any of the video's frames; " + "; ".join(
             matched.problems()))  # fmt: skip
-    result = score_maps(video, matched.maps, saved_maps.read_map, **common)
+    native = common["protocol"] == "native"
+    read = saved_maps.read_map if native else saved_maps.read_stored
+    result = score_maps(video, matched.maps, read, **common)
     return result, [f"{folder}: {p}, not scored" for p in matched.problems()]
 
 
@@ -381,6 +396,7 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
             "labels": labels,
             "baseline": True,
             "predictions": str(opts.predictions) if opts.predictions else None,
+            "protocol": opts.protocol,
             "seed": opts.seed,
             "batch": opts.batch_size,
             "device": opts.device,
@@ -507,8 +523,9 @@ def _table(
     what = "model and centre-bias baseline" if loaded is not None else "centre-bias baseline"
     table = ResultsTable(
         datasets=datasets,
-        metrics=TABLE_METRICS,
-        title=f"{opts.source}, split {opts.split}: {what}, every frame (published protocol)",
+        metrics=TABLE_METRICS if opts.protocol == "native" else SCRIPT_METRICS,
+        title=f"{opts.source}, split {opts.split}: {what}, every frame "
+        f"({PROTOCOL_TITLES[opts.protocol]})",
     )
     for label in [BASELINE_LABEL] + [k for k in frames if k != BASELINE_LABEL]:
         if label in frames:
@@ -516,6 +533,10 @@ def _table(
     if opts.published:
         add_published_rows(table)
     return table
+
+
+def _saved_or_baseline(opts: EvalOptions) -> str:
+    return f"saved maps {opts.predictions.name}" if opts.predictions else "baseline"
 
 
 def _model_name(spec: str) -> str:
@@ -558,11 +579,18 @@ def _track(opts: EvalOptions, loaded: LoadedModel | None, report: EvalReport) ->
     meta = loaded.meta if loaded is not None else {}
     run_id = tracking.start_linked_run(
         uri,
-        run_name=f"evaluate {_model_name(opts.model) if opts.model else 'baseline'}",
+        run_name=f"evaluate {_model_name(opts.model) if opts.model else _saved_or_baseline(opts)}",
         model_meta=meta,
-        tags={"avrsp.command": "evaluate", "avrsp.source": opts.source, "split": opts.split},
+        tags={
+            "avrsp.command": "evaluate",
+            "avrsp.source": opts.source,
+            "split": opts.split,
+            "protocol": opts.protocol,
+        },
         params={
             "model": str(opts.model),
+            "predictions": str(opts.predictions),
+            "protocol": opts.protocol,
             "source": opts.source,
             "split": opts.split,
             "audio": ",".join(opts.audio),

@@ -40,6 +40,16 @@ from preprocessing.records import VideoRecord
 from preprocessing.segments import Media, frame_target, open_media
 
 AUDIO_MODES = ("real", "none", "shuffled", "noise")
+#: How maps are scored (docs/EVALUATION.md, "Protocols"): as ViNet's or STAViS' MATLAB
+#: scripts do (:mod:`avrsp.metrics.protocols`), or ``native`` (float maps, no storage).
+PROTOCOLS = ("vinet", "stavis", "native")
+#: The metrics each protocol reports (names as :func:`avrsp.metrics.all_metrics` gives).
+PROTOCOL_METRICS = {
+    "native": ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji"),
+    "vinet": ("cc", "sim", "nss", "auc_judd", "auc_shuffled"),
+    "stavis": ("cc", "sim", "nss", "auc_judd", "auc_shuffled"),
+}
+_FROM_SCRIPTS = {"auc_j": "auc_judd", "sauc": "auc_shuffled"}
 #: Frames scored per call of the metrics (bounds memory at native resolution).
 SCORE_CHUNK = 16
 
@@ -215,11 +225,23 @@ class VideoResult:
 
 
 class _Scorer:
-    """Collects (prediction, ground truth) pairs of one video and scores them in chunks."""
+    """Collects (prediction, ground truth) pairs of one video and scores them: in chunks
+    (``native``), or frame by frame as the benchmarks' scripts do (``vinet``, ``stavis``:
+    :func:`avrsp.metrics.protocols.score_frame`, the 8-bit map a saved image holds, the
+    "other" map of shuffled AUC from the fixations of all the video's frames)."""
 
-    def __init__(self, video: OpenedVideo, result: VideoResult, seed: int, sigma: float | None):
+    def __init__(
+        self,
+        video: OpenedVideo,
+        result: VideoResult,
+        seed: int,
+        sigma: float | None,
+        protocol: str = "native",
+    ):
         rec = video.record
-        self.video, self.result, self.seed = video, result, seed
+        if protocol not in PROTOCOLS:
+            raise InputError(f"--protocol: choose from {', '.join(PROTOCOLS)}, got {protocol!r}")
+        self.video, self.result, self.seed, self.protocol = video, result, seed, protocol
         self.loader = rec.fixations.open(fps=video.fps, native_size=video.native_size)
         self.use_maps = rec.maps_pattern is not None
         if not self.use_maps and not self.loader.available:
@@ -227,6 +249,20 @@ class _Scorer:
         self.sigma = sigma or dhf1k_sigma(video.native_size[1])
         self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.scored = 0
+        self.union = self._fixation_union() if protocol != "native" else None
+
+    def _fixation_union(self) -> np.ndarray:
+        """Every fixated pixel of the video (``createShuffmap1``: the union of all its
+        annotated frames' fixation maps); read once, before the frames are scored."""
+        from preprocessing.fixations import points_in_frame
+
+        size = self.video.native_size
+        union = np.zeros(size, bool)
+        for frame in range(self.video.expected_frames):
+            points, _ = points_in_frame(self.loader(frame), size)
+            if len(points):
+                union |= points_to_fixation_map(np.asarray(points, np.float32), size) > 0
+        return union
 
     def add(self, frame: int, pred: np.ndarray) -> None:
         size = self.video.native_size
@@ -247,9 +283,37 @@ class _Scorer:
         if not fix.any():
             self.result.without_target += 1
             return
+        if self.protocol != "native":
+            self._score_as_scripts(frame, pred, made.saliency, fix)
+            return
         self.pending.append((frame, pred, made.saliency, fix))
         if len(self.pending) >= SCORE_CHUNK:
             self.flush()
+
+    def _score_as_scripts(
+        self, frame: int, pred: np.ndarray, gt: np.ndarray, fix: np.ndarray
+    ) -> None:
+        """One frame as ViNet's or STAViS' scripts score it: the map as its saved image
+        holds it (a float map is stored as ``avrsp predict`` stores it: ``to_8bit``)."""
+        from avrsp.metrics import protocols
+
+        assert self.union is not None
+        stored = pred if pred.dtype in (np.uint8, np.uint16) else protocols.to_8bit(pred)
+        other = self.union & ~(fix > 0)
+        scores = protocols.score_frame(
+            self.protocol, stored, gt, fix, other, seed=protocols.frame_seed(self.seed, frame)
+        )
+        rec = self.video.record
+        self.result.frames.append(
+            FrameScores(
+                dataset=self.result.dataset,
+                video=rec.video_id,
+                frame=int(frame),
+                scores={_FROM_SCRIPTS.get(k, k): float(v) for k, v in scores.items()},
+                fold=int(rec.fold) if rec.split == "cv" else None,
+            )
+        )
+        self.scored += 1
 
     def flush(self) -> None:
         if not self.pending:
@@ -300,12 +364,14 @@ def score_video(
     sigma_px: float | None = None,
     batch_size: int = 8,
     device: str = "cpu",
+    protocol: str = "native",
 ) -> VideoResult:
     """Score every frame of ``video`` that has ground truth (module docstring).
 
     ``group`` labels the video in the tables (default its dataset). ``audio``/``donor``: see
     :func:`soundtrack`. ``model`` None scores the :func:`centre_bias_map` baseline.
     The random metrics draw per scored frame (stream = ``seed``, frame counter).
+    ``protocol``: :data:`PROTOCOLS` (``_Scorer``).
     """
     rec = video.record
     result = VideoResult(
@@ -314,7 +380,7 @@ def score_video(
         fold=int(rec.fold) if rec.split == "cv" else None,
         notes=list(video.notes),
     )
-    scorer = _Scorer(video, result, seed, sigma_px)
+    scorer = _Scorer(video, result, seed, sigma_px, protocol)
     if model is None:
         baseline = centre_bias_map(video.native_size)
         count = video.expected_frames
@@ -353,11 +419,13 @@ def score_maps(
     group: str | None = None,
     seed: int = 0,
     sigma_px: float | None = None,
+    protocol: str = "native",
 ) -> VideoResult:
     """Score saved maps of ``video`` (``avrsp evaluate --predictions``): ``maps`` is
     ``{frame index: what read() turns into a map}``; each map is scored against that
-    frame's ground truth as a model's would be (resized to the native size by the metrics'
-    MATLAB ``imresize``). Frames without a map are not scored (the caller reports them)."""
+    frame's ground truth as a model's would be (resized to the native size by MATLAB's
+    ``imresize``, under ``protocol``). Frames without a map are not scored (the caller
+    reports them)."""
     rec = video.record
     result = VideoResult(
         dataset=group or rec.dataset,
@@ -365,7 +433,7 @@ def score_maps(
         fold=int(rec.fold) if rec.split == "cv" else None,
         notes=list(video.notes),
     )
-    scorer = _Scorer(video, result, seed, sigma_px)
+    scorer = _Scorer(video, result, seed, sigma_px, protocol)
     for frame in sorted(maps):
         scorer.add(frame, read(maps[frame]))
     scorer.finish(video.expected_frames)

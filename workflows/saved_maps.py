@@ -61,22 +61,30 @@ def list_maps(folder: Path) -> dict[int, Path]:
     return found
 
 
-def read_map(path: Path) -> np.ndarray:
-    """A saved map as the MATLAB scripts read it: float64 ``[H, W]``, the first channel,
-    the stored values (0–255 for 8-bit, 0–65535 for 16-bit images)."""
+def read_stored(path: Path) -> np.ndarray:
+    """A saved map as stored, ``[H, W]``: uint8 for 8-bit images, uint16 for 16-bit ones,
+    the first channel of a colour image (``imread(f)(:,:,1)``): what the ``vinet`` and
+    ``stavis`` protocols turn into a map with ``im2double``."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                data = np.asarray(image, dtype=np.float64)
+            if image.mode in ("I;16", "I;16B", "I;16L"):
+                data = np.asarray(image).astype(np.uint16)
+            elif image.mode == "I":
+                data = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
             else:
                 data = np.asarray(image.convert("RGB") if image.mode == "P" else image)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
-    data = np.asarray(data, dtype=np.float64)
     return data[..., 0] if data.ndim == 3 else data
+
+
+def read_map(path: Path) -> np.ndarray:
+    """A saved map as ``double(imread(f))`` reads it: float64 ``[H, W]``, the first
+    channel, the stored values (0–255 for 8-bit, 0–65535 for 16-bit images)."""
+    return read_stored(path).astype(np.float64)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from workflows.protocol import AUDIO_MODES
+from workflows.protocol import AUDIO_MODES, PROTOCOLS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,12 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score a model (and the centre-bias baseline) by the published protocol",
         description="Every frame of every test video of SOURCE through the sliding window "
         "(step 1, reversed first windows), maps scored at the ground truth's native "
-        "resolution with SIM, CC, NSS, AUC-J (and KLD, AUC-B), means per video then per "
-        "dataset (over folds where a dataset has them). Writes table.md/.csv, videos.csv, "
-        "per-frame CSVs under frames/, failures.json and an MLflow run.",
+        "resolution as the benchmarks' MATLAB scripts score them (--protocol: vinet by "
+        "default, stavis, or native) with SIM, CC, NSS, AUC-J and sAUC (native: KLD and "
+        "AUC-B instead of sAUC), means per video then per dataset (over folds where a "
+        "dataset has them). --predictions DIR scores saved maps instead of a model. Writes "
+        "table.md/.csv, videos.csv, per-frame CSVs under frames/, failures.json and an "
+        "MLflow run.",
     )
     p.add_argument("--model", help="model.pt (file or run folder), runs:/ID/PATH or models:/NAME/V")
     p.add_argument("--source", required=True, help="KIND:PATH, e.g. stavis:/data/stavis")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="vinet",
+        help="how maps are scored: vinet (default; as ViNet's MATLAB scripts, those behind "
+        "the published audio-visual tables), stavis (as STAViS' scripts: a blur first), "
+        "native (float maps, no 8-bit storage; adds KLD and AUC-B)",
+    )
     p.add_argument(
         "--predictions",
         help="score saved maps instead of a model: DIR/<video>/ or DIR/<dataset>/<video>/, "
@@ -111,6 +122,7 @@ def options(
         mlflow_uri=args.mlflow_uri,
         tracking=not args.no_mlflow,
         predictions=args.predictions,
+        protocol=args.protocol,
     )
 
 
