@@ -21,7 +21,7 @@ import pytest
 import test_train as tt
 import torch
 import yaml
-from test_predict import SMALL
+from test_predict import SMALL, _one_thread  # noqa: F401 (its module-wide one-thread fixture)
 
 from avrsp.config import tiny
 from avrsp.errors import StorageError, storage_error
@@ -30,14 +30,6 @@ from workflows.cli import main
 from workflows.export import export_model
 
 FULL = "no space left on device"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two busy cores: one thread is the faster
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -219,6 +219,17 @@ class VideoResult:
     audio_share: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, video: OpenedVideo, group: str | None = None) -> VideoResult:
+        """An empty result for ``video``, labelled ``group`` (default its dataset)."""
+        rec = video.record
+        return cls(
+            dataset=group or rec.dataset,
+            video=rec.video_id,
+            fold=int(rec.fold) if rec.split == "cv" else None,
+            notes=list(video.notes),
+        )
+
     def mean_audio_share(self) -> float:
         values = [v for v in self.audio_share if math.isfinite(v)]
         return float(np.mean(values)) if values else float("nan")
@@ -373,13 +384,7 @@ def score_video(
     The random metrics draw per scored frame (stream = ``seed``, frame counter).
     ``protocol``: :data:`PROTOCOLS` (``_Scorer``).
     """
-    rec = video.record
-    result = VideoResult(
-        dataset=group or rec.dataset,
-        video=rec.video_id,
-        fold=int(rec.fold) if rec.split == "cv" else None,
-        notes=list(video.notes),
-    )
+    result = VideoResult.of(video, group)
     scorer = _Scorer(video, result, seed, sigma_px, protocol)
     if model is None:
         baseline = centre_bias_map(video.native_size)
@@ -426,13 +431,7 @@ def score_maps(
     frame's ground truth as a model's would be (resized to the native size by MATLAB's
     ``imresize``, under ``protocol``). Frames without a map are not scored (the caller
     reports them)."""
-    rec = video.record
-    result = VideoResult(
-        dataset=group or rec.dataset,
-        video=rec.video_id,
-        fold=int(rec.fold) if rec.split == "cv" else None,
-        notes=list(video.notes),
-    )
+    result = VideoResult.of(video, group)
     scorer = _Scorer(video, result, seed, sigma_px, protocol)
     for frame in sorted(maps):
         scorer.add(frame, read(maps[frame]))
