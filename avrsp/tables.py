@@ -167,8 +167,14 @@ def video_means(rows: Iterable[FrameScores]) -> list[VideoScores]:
     return out
 
 
-def dataset_means(videos: Iterable[VideoScores]) -> dict[str, DatasetScores]:
-    """Per dataset: mean over each fold's videos, then mean over the folds (STAViS).
+def dataset_means(
+    videos: Iterable[VideoScores], *, pool_folds: bool = False
+) -> dict[str, DatasetScores]:
+    """Per dataset: mean over each fold's videos, then mean over the folds; with
+    ``pool_folds`` the mean over every (fold, video) score instead, as STAViS'
+    ``compute_all_*.m`` average (the per-fold means are kept either way). The two differ
+    where folds hold different numbers of videos (AVAD, ETMD, SumMe); for a fixed split
+    scored by each fold's model (DIEM) they agree.
 
     A dataset must either have folds for all its videos or for none.
     """
@@ -189,18 +195,24 @@ def dataset_means(videos: Iterable[VideoScores]) -> dict[str, DatasetScores]:
                 m: _mean_defined(v.scores.get(m, math.nan) for v in folds[fold])[0] for m in metrics
             }
         metrics = _ordered_union(per_fold.values())
-        scores = {
-            m: _mean_defined(f.get(m, math.nan) for f in per_fold.values())[0] for m in metrics
-        }
+        if pool_folds:
+            every = [v for vs in folds.values() for v in vs]
+            scores = {
+                m: _mean_defined(v.scores.get(m, math.nan) for v in every)[0] for m in metrics
+            }
+        else:
+            scores = {
+                m: _mean_defined(f.get(m, math.nan) for f in per_fold.values())[0] for m in metrics
+            }
         out[dataset] = DatasetScores(
             dataset, scores, sum(len(vs) for vs in folds.values()), per_fold
         )
     return out
 
 
-def summarize(rows: Iterable[FrameScores]) -> dict[str, DatasetScores]:
+def summarize(rows: Iterable[FrameScores], *, pool_folds: bool = False) -> dict[str, DatasetScores]:
     """Per-frame rows → per-dataset means: :func:`video_means` then :func:`dataset_means`."""
-    return dataset_means(video_means(rows))
+    return dataset_means(video_means(rows), pool_folds=pool_folds)
 
 
 def _ordered_union(dicts: Iterable[Mapping[str, object]]) -> list[str]:

@@ -18,20 +18,21 @@ import csv
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from workflows.evaluate import EvalOptions, evaluate
+from workflows.evaluate import EvalOptions, evaluate, parse_fold_values
 from workflows.protocol import PROTOCOLS
 
 METRICS = (("sim", "SIM"), ("cc", "CC"), ("nss", "NSS"), ("auc_judd", "AUC-J"))
 
 
-def scores(source: str, protocol: str, model: str | None, predictions: str | None,
+def scores(source: str, protocol: str, model: Any, predictions: Any,
            split: str | None, out: Path) -> dict[str, dict[str, float]]:  # fmt: skip
-    """``{row: {metric: mean over videos}}`` of one evaluation."""
+    """``{row: {metric: mean over (fold, video)}}`` of one evaluation."""
     opts = EvalOptions(
-        source=source, model=model, predictions=Path(predictions) if predictions else None,
+        source=source, model=model, predictions=predictions,
         baseline_only=model is None, split=split or "test", out=out / protocol, workers=0,
         tracking=False, protocol=protocol,
     )  # fmt: skip
@@ -46,16 +47,18 @@ def scores(source: str, protocol: str, model: str | None, predictions: str | Non
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", required=True)
-    p.add_argument("--model")
-    p.add_argument("--predictions")
+    p.add_argument("--model", nargs="+", help="as avrsp evaluate's (K=MODEL per fold)")
+    p.add_argument("--predictions", nargs="+", help="as avrsp evaluate's (K=DIR per fold)")
     p.add_argument("--split", help="default test")
     args = p.parse_args()
     found, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for protocol in PROTOCOLS:
             started = time.perf_counter()
-            found[protocol] = scores(args.source, protocol, args.model, args.predictions,
-                                     args.split, Path(tmp))  # fmt: skip
+            found[protocol] = scores(
+                args.source, protocol, parse_fold_values(args.model, "--model"),
+                parse_fold_values(args.predictions, "--predictions"), args.split, Path(tmp),
+            )  # fmt: skip
             seconds[protocol] = time.perf_counter() - started
     print("| row | protocol | " + " | ".join(label for _, label in METRICS) + " | s |")
     print("|---|---|" + "--:|" * (len(METRICS) + 1))

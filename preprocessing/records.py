@@ -111,6 +111,35 @@ class FixationSource:
         return cls(**data)
 
 
+#: Folds a multi-fold code can hold (the ``fold`` column is int16).
+MAX_FOLDS = 15
+
+
+def fold_code(folds: Iterable[int]) -> int:
+    """The ``fold`` value of a video that is a test video of ``folds``: the fold itself when
+    there is one, else minus the bit mask of the folds (``{1, 2}`` → ``-3``, ``{2, 3}`` →
+    ``-6``). Single folds keep their number, so shards written before stay valid."""
+    chosen = sorted(set(folds))
+    if not chosen or chosen[0] < 1 or chosen[-1] > MAX_FOLDS:
+        raise ValueError(f"folds must be 1…{MAX_FOLDS}, got {chosen}")
+    if len(chosen) == 1:
+        return chosen[0]
+    return -sum(1 << (k - 1) for k in chosen)
+
+
+def decode_folds(code: int) -> tuple[int, ...]:
+    """The folds of a ``fold`` value (:func:`fold_code`): ``()`` for 0, ``(k,)`` for k > 0."""
+    code = int(code)
+    if code >= 0:
+        return (code,) if code else ()
+    return tuple(k for k in range(1, MAX_FOLDS + 1) if (-code >> (k - 1)) & 1)
+
+
+def in_test_fold(code: int, fold: int) -> bool:
+    """Whether a row with ``fold`` value ``code`` is a test row of ``fold``."""
+    return fold in decode_folds(code)
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     """One video of a dataset: where its parts are and which split it belongs to.
@@ -122,7 +151,9 @@ class VideoRecord:
     ``num_frames`` are None where only decoding can tell (video files).
     ``split`` is ``train``/``val``/``test`` for fixed splits, ``cv`` for a video of a
     k-fold dataset: it is a test video of fold ``fold`` (1…k) and a training video of the
-    other folds. ``fold`` is 0 for fixed splits.
+    other folds. ``fold`` is 0 for fixed splits. A video in the test lists of several folds
+    (three of AVAD's in the published lists) has the code of :func:`fold_code` (negative);
+    :attr:`test_folds` reads either.
     ``maps_pattern`` names the dataset's own continuous saliency maps, one per frame.
     ``stem`` names the video's files (:attr:`file_stem`); empty until a source sets it.
     """
@@ -140,6 +171,11 @@ class VideoRecord:
     fixations: FixationSource = field(default_factory=FixationSource)
     maps_pattern: str | None = None
     stem: str = ""
+
+    @property
+    def test_folds(self) -> tuple[int, ...]:
+        """The folds whose test videos this video is (empty for fixed splits)."""
+        return decode_folds(self.fold) if self.split == "cv" else ()
 
     @property
     def is_frame_folder(self) -> bool:

@@ -195,3 +195,28 @@ def test_png_writer_round_trips_through_pillow() -> None:
         assert np.array_equal(np.asarray(png), images[-1])
     with pytest.raises(ValueError, match="non-empty"):
         png_gray8(np.zeros((0, 4), np.uint8))
+
+
+def test_a_video_in_two_folds_test_lists_is_a_test_row_of_each(tmp_path: Path) -> None:
+    """AVAD's published lists put three videos in two folds' test lists: their shard rows
+    are test rows of both folds and training rows of the third only."""
+    from workflows.data import SplitSpec, fixed_windows
+
+    root = build_stavis(
+        tmp_path / "stavis", "AVAD", {"v1": 7, "v2": 11}, tests={1: ["v1", "v2"], 2: ["v1"]}
+    )
+    out = tmp_path / "out"
+    records = {r.video_id: r for r in stavis.read(root).records}
+    assert records["v1"].test_folds == (1, 2) and records["v2"].test_folds == (1,)
+    files = []
+    for rec in records.values():
+        files += [str(out / f) for f in write_video(rec, options(), out).files]
+    size = {"v1": 2, "v2": 4}  # windows: 7 and 11 frames, T=4, stride 2
+
+    def windows(fold: int, test: bool) -> int:
+        rows = fixed_windows(files, 100, preset("tiny"), SplitSpec("cv", fold, test))
+        return len(rows["frames"]) if rows else 0
+
+    assert (windows(1, True), windows(1, False)) == (size["v1"] + size["v2"], 0)
+    assert (windows(2, True), windows(2, False)) == (size["v1"], size["v2"])
+    assert (windows(3, True), windows(3, False)) == (0, size["v1"] + size["v2"])

@@ -258,7 +258,10 @@ def test_stavis_folds_fixed_split_and_lists_in_root(tmp_path: Path) -> None:
 def test_stavis_fold_list_problems(tmp_path: Path) -> None:
     root = build_stavis(tmp_path / "s", "SumMe", {"a": 3, "b": 3}, tests={1: ["a"]})
     (root / "fold_lists" / "SumMe_list_test_2_fps.txt").write_text("a 3 10\n")
-    with pytest.raises(InputError, match="test video of folds 1 and 2"):
+    (a,) = [r for r in stavis.read(root).records if r.video_id == "a"]
+    assert a.test_folds == (1, 2)  # in two folds' test lists, as three of AVAD's
+    (root / "fold_lists" / "SumMe_list_test_2_fps.txt").write_text("a 4 10\n")
+    with pytest.raises(InputError, match="'a' has 4 frames at 10 fps, the test list of fold 1"):
         stavis.read(root)
     (root / "fold_lists" / "SumMe_list_test_2_fps.txt").write_text("b 30 10\nghost 3 10\n")
     listing = stavis.read(root)

@@ -362,3 +362,108 @@ def test_a_model_and_its_saved_maps_score_alike_under_the_scripts_protocols(
     for metric, column in (("cc", "cc"), ("nss", "nss"), ("sauc", "auc_shuffled")):
         mean = float(np.nanmean([row[metric] for row in direct]))
         assert float(base[column]) == pytest.approx(mean, abs=1e-9), metric
+
+
+def _stavis_with_fold_maps(root: Path) -> dict[int, Path]:
+    """A STAViS-layout folder (AVAD: v1 in the test lists of folds 1 and 2, as the
+    published lists put V3_Speech3; folds of 2, 1 and 1 videos; DIEM: one test video) and
+    per fold a folder of maps with a blob at another place (three models' maps)."""
+    from PIL import Image
+    from test_dataset_sources import NATIVE, build_stavis
+
+    build_stavis(
+        root, "AVAD", {"v1": 5, "v2": 5, "v3": 5}, tests={1: ["v1", "v2"], 2: ["v1"], 3: ["v3"]}
+    )
+    build_stavis(root, "DIEM", {"d1": 5, "d2": 5}, tests={0: ["d2"]})
+    rows, cols = np.mgrid[0 : NATIVE[0], 0 : NATIVE[1]]
+    dirs = {}
+    for fold, videos in {1: ["v1", "v2"], 2: ["v1"], 3: ["v3"]}.items():
+        dirs[fold] = root.parent / f"split{fold}_results"
+        for dataset, video in [("avad", v) for v in videos] + [("diem", "d2")]:
+            folder = dirs[fold] / dataset / video
+            folder.mkdir(parents=True)
+            for n in range(1, 6):
+                centre = (2 + 3 * fold + n, 4 + 7 * fold)
+                blob = np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / 20.0)
+                Image.fromarray(np.round(blob * 255).astype(np.uint8)).save(
+                    folder / f"img_{n:05d}.png"
+                )
+    return dirs
+
+
+def test_one_folder_of_maps_per_fold_scores_as_the_scripts(tmp_path: Path) -> None:
+    """``--predictions 1=DIR 2=DIR 3=DIR``: each k-fold test video with its fold's maps (a
+    video in two folds' test lists once per fold), DIEM's test video with every fold's; the
+    dataset's number is the mean over every (fold, video), as STAViS' compute_all_*.m."""
+    dirs = _stavis_with_fold_maps(tmp_path / "stavis")
+    source = f"stavis:{tmp_path / 'stavis'}"
+    args = ["evaluate", "--source", source, "--workers", "0", "--no-mlflow", "--no-baseline"]
+    out = tmp_path / "all"
+    assert (
+        main([*args, "--predictions", *(f"{k}={d}" for k, d in dirs.items()), "--out", str(out)])
+        == 0
+    )
+    rows = list(csv.DictReader((out / "videos.csv").open()))
+    got = {(r["video"], int(r["fold"])): float(r["cc"]) for r in rows}
+    assert set(got) == {("v1", 1), ("v2", 1), ("v1", 2), ("v3", 3), ("d2", 1), ("d2", 2), ("d2", 3)}
+    for fold, folder in dirs.items():  # the same numbers as each fold's maps alone
+        alone = tmp_path / f"fold{fold}"
+        assert (
+            main([*args, "--predictions", str(folder), "--fold", str(fold), "--out", str(alone)])
+            == 0
+        )
+        for r in csv.DictReader((alone / "videos.csv").open()):
+            assert got[(r["video"], fold)] == pytest.approx(float(r["cc"]), abs=1e-12), r["video"]
+    assert got[("v1", 1)] != pytest.approx(got[("v1", 2)], abs=1e-3)  # the folds' maps differ
+    avad = [cc for (video, _), cc in got.items() if video != "d2"]
+    folds = [[got[("v1", 1)], got[("v2", 1)]], [got[("v1", 2)]], [got[("v3", 3)]]]
+    pooled, per_fold = np.mean(avad), np.mean([np.mean(f) for f in folds])
+    assert abs(pooled - per_fold) > 2e-3  # the two averagings differ here
+    opts = EvalOptions(
+        source=source,
+        predictions=dirs,
+        baseline=False,
+        workers=0,
+        tracking=False,
+        out=tmp_path / "again",
+    )
+    (row,) = [r for r in evaluate(opts, log=lambda m: None).table.rows if r.labels[0] != BASELINE]
+    assert row.get("AVAD", "cc") == pytest.approx(pooled, abs=1e-12)
+    diem = [got[("d2", k)] for k in (1, 2, 3)]
+    assert row.get("DIEM", "cc") == pytest.approx(np.mean(diem), abs=1e-12)
+
+
+def test_fold_models_route_each_fold_and_refuse_an_uncovered_fold(
+    tmp_path: Path, av_model: Path
+) -> None:
+    """``--model 1=A 2=B``: fold k's test videos scored by fold k's model; a source with
+    test videos of a fold no model covers is refused before anything is scored."""
+    _stavis_with_fold_maps(tmp_path / "stavis")
+    cfg = preset("tiny")
+    torch.manual_seed(1)
+    other = export_model(tmp_path / "other", build_model(cfg), cfg, {"run_name": "tiny-other"})
+    source = f"stavis:{tmp_path / 'stavis'}"
+    base = ["evaluate", "--source", source, "--workers", "0", "--no-mlflow", "--no-baseline"]
+    with pytest.raises(InputError, match=r"fold\(s\) \[3\]"):
+        evaluate(
+            EvalOptions(
+                source=source,
+                model={1: str(av_model), 2: str(other)},
+                workers=0,
+                tracking=False,
+                out=tmp_path / "x",
+            )
+        )
+    out = tmp_path / "two"
+    assert (
+        main([*base, "--model", f"1={av_model}", f"2={other}", "--fold", "1", "--out", str(out)])
+        == 0
+    )
+    rows = list(csv.DictReader((out / "videos.csv").open()))
+    # --fold 1: DIEM's test video by fold 1's model only
+    assert {(r["video"], r["fold"]) for r in rows} == {("v1", "1"), ("v2", "1"), ("d2", "1")}
+    assert all(r["row"].startswith("1=tiny-test, 2=tiny-other") for r in rows)
+    alone = tmp_path / "alone"
+    assert main([*base, "--model", str(av_model), "--fold", "1", "--out", str(alone)]) == 0
+    single = {r["video"]: float(r["cc"]) for r in csv.DictReader((alone / "videos.csv").open())}
+    assert {r["video"]: float(r["cc"]) for r in rows} == pytest.approx(single, abs=1e-12)

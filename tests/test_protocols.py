@@ -272,7 +272,43 @@ def test_aggregate_rules():
     assert pooled["sim"] == pytest.approx(0.9 / 2)  # divided by the frames with a CC
     folds = P.aggregate([{**r, "fold": i % 2} for i, r in enumerate(rows)])
     assert set(folds["folds"]) == {0, 1}
-    assert folds["overall"]["auc_j"] == pytest.approx(((0.9 + 0.5) / 2 + 0.7) / 2)
+    # compute_all_*.m: one list of (split, video) means, whatever the folds' sizes
+    uneven = [
+        {"fold": 1, "video": "a", "cc": 0.2},
+        {"fold": 1, "video": "b", "cc": 0.4},
+        {"fold": 2, "video": "c", "cc": 0.9},
+        {"fold": 2, "video": "a", "cc": 0.5},  # a video in two folds' test lists counts twice
+        {"fold": 3, "video": "d", "cc": 0.1},
+    ]
+    agg = P.aggregate(uneven, metrics=("cc",))
+    assert agg["overall"]["cc"] == pytest.approx((0.2 + 0.4 + 0.9 + 0.5 + 0.1) / 5)
+    assert agg["folds"][2]["cc"] == pytest.approx(0.7)
+
+
+def test_script_metrics_equal_the_five_single_map_functions():
+    """``fast.script_metrics`` shares one prepared map: the same values, bit for bit, as
+    ``cc``, ``sim``, ``nss``, ``auc_judd`` and ``auc_shuffled`` (constant, zero, no
+    fixations and an empty "other" map included)."""
+    from avrsp.metrics import fast
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        h, w = rng.integers(5, 40, 2)
+        pred = rng.random(tuple(rng.integers(3, 50, 2)))
+        pred = np.full_like(pred, 0.3) if trial % 7 == 0 else pred
+        gt = np.where(rng.random((h, w)) < 0.5, 0.0, rng.random((h, w))) * (trial % 13 != 0)
+        fix = (rng.random((h, w)) < 0.05) & (trial % 17 != 0)
+        other = (rng.random((h, w)) < 0.1) & (trial % 19 != 0)
+        seed = int(rng.integers(0, 1000))
+        got = fast.script_metrics(pred, gt, fix, other, seed=seed)
+        want = {
+            "cc": fast.cc(pred, gt),
+            "sim": fast.sim(pred, gt),
+            "nss": fast.nss(pred, fix),
+            "auc_j": fast.auc_judd(pred, fix, seed=seed),
+            "sauc": fast.auc_shuffled(pred, fix, other, seed=seed),
+        }
+        assert got == pytest.approx(want, abs=0, rel=0, nan_ok=True), trial
 
 
 def test_score_frame_refuses_unknown_protocol():
@@ -305,3 +341,89 @@ def test_octave_rerun_reproduces_the_reference():
         mine = ours[(row["protocol"], row["video"], row["frame"])]
         for m in ("cc", "sim", "nss"):
             assert mine[m] == pytest.approx(row[m], abs=DETERMINISTIC_TOL, nan_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# (c) the scripts themselves on real clips: ``avrsp evaluate --predictions`` against them
+
+REAL = CASE / "real_clips.json"
+REAL_TOL = 1e-3  # ViNet's eval_diem.m prints 4 decimals; STAViS' saved values agree to 1e-13
+
+
+def _load_scripts_module():
+    spec = importlib.util.spec_from_file_location(
+        "octave_scripts", ROOT / "benchmarks" / "octave_scripts.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def real_clips(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The STAViS-layout folder of ``benchmarks/octave_scripts.py`` rebuilt from the real
+    clips (the same seed and sizes as the stored reference), its module and the reference."""
+    scripts = _load_scripts_module()
+    stored = json.loads(REAL.read_text())
+    folder = tmp_path_factory.mktemp("real_clips")
+    case_ = stored["case"]
+    built = scripts.build(
+        shared_data / "media",
+        folder,
+        max(case_["frames"].values()),
+        seed=case_["seed"],
+        observers=case_["observers"],
+    )
+    assert built == case_
+    return scripts, folder, stored
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["vinet", "stavis"])
+def test_evaluate_predictions_equals_the_scripts_on_real_clips(real_clips, protocol):
+    """Per (fold, video): CC, SIM, NSS, AUC-J within 1e-3 of the scripts' own output, sAUC
+    within 4 sd of its random splits; and STAViS' ``compute_all_avad.m`` mean (over every
+    (fold, video), a video in two folds' test lists counted twice) from ours."""
+    scripts, folder, stored = real_clips
+    ours, _ = scripts.run_ours(folder, protocol, folder / f"ours_{protocol}")
+    mine = {(r["fold"], r["video"]): r for r in ours}
+    assert set(mine) == {(r["fold"], r["video"]) for r in stored[protocol]}
+    for row in stored[protocol]:
+        got = mine[(row["fold"], row["video"])]
+        for m in ("cc", "sim", "nss", "auc_j"):
+            assert got[m] == pytest.approx(row[m], abs=REAL_TOL), (row["video"], m)
+        # two independent draws: the difference has sqrt(2) times their spread
+        assert abs(got["sauc"] - row["sauc"]) <= SIGMAS * math.sqrt(2) * row["sauc_sd"], row[
+            "video"
+        ]
+    if protocol == "stavis":  # the table's AVAD number, as compute_all_avad.m's
+        from workflows.evaluate import EvalOptions, evaluate
+
+        opts = EvalOptions(
+            source=f"stavis:{folder / 'data'}",
+            predictions={k: folder / "pred" / f"split{k}_results" for k in (1, 2, 3)},
+            protocol="stavis", baseline=False, workers=0, tracking=False, out=folder / "table",
+        )  # fmt: skip
+        (row,) = evaluate(opts, log=lambda m: None).table.rows
+        final = stored["stavis_final"]  # written with %0.4f
+        for m, column in (("cc", "cc"), ("sim", "sim"), ("nss", "nss"), ("auc_j", "auc_j")):
+            assert row.get("AVAD", column) == pytest.approx(final[m], abs=REAL_TOL), m
+
+
+@pytest.mark.slow
+def test_the_scripts_rerun_on_real_clips(real_clips):
+    """ViNet's ``eval_diem.m`` and STAViS' ``eval_avad.m`` + ``compute_all_avad.m``,
+    unchanged, in Octave: the stored reference again (deterministic metrics)."""
+    scripts, folder, stored = real_clips
+    why = ref_script.missing(ref_script.script_repos())
+    if why:
+        pytest.skip(f"cannot run the benchmarks' scripts: {why}")
+    fresh = scripts.run_scripts(folder)
+    for protocol in ("vinet", "stavis"):
+        old = {(r["fold"], r["video"]): r for r in stored[protocol]}
+        for row in fresh[protocol]:
+            for m in ("cc", "sim", "nss"):
+                assert row[m] == pytest.approx(old[(row["fold"], row["video"])][m], abs=1e-9)
+            assert row["auc_j"] == pytest.approx(
+                old[(row["fold"], row["video"])]["auc_j"], abs=1e-4
+            )

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avrsp.config import AVRSPConfig
 from avrsp.errors import InputError
 from avrsp.pixels import points_to_fixation_map
 from preprocessing import storage
+from preprocessing.records import in_test_fold
 
 if TYPE_CHECKING:
     import ray.data
@@ -95,7 +96,8 @@ class SplitSpec:
 
     ``fold`` > 0 with ``split="cv"`` selects the STAViS k-fold rows: ``keep_fold=True`` the
     test videos of that fold, ``keep_fold=False`` the training videos of that fold (the
-    ``cv`` rows of the two other folds).
+    ``cv`` rows of the other folds; a video in the test lists of several folds is a test
+    row of each, :func:`~preprocessing.records.in_test_fold`).
     """
 
     split: str
@@ -314,7 +316,7 @@ def segment_dataset(
     ds = read_parquet_files(files)
     if spec is not None and spec.fold:
         fold, keep = spec.fold, spec.keep_fold
-        ds = ds.filter(lambda r: (int(r["fold"]) == fold) == keep)
+        ds = ds.filter(lambda r: in_test_fold(int(r["fold"]), fold) == keep)
     ds = ds.select_columns(list(_READ_COLUMNS))
     if shuffle:
         ds = ds.randomize_block_order(seed=seed)
@@ -347,11 +349,8 @@ def fixed_windows(
             break
         table = open_parquet(f).read(columns=[*_READ_COLUMNS, "fold"])
         if spec is not None and spec.fold:
-            table = table.filter(
-                pc.equal(table["fold"], spec.fold)
-                if spec.keep_fold
-                else pc.not_equal(table["fold"], spec.fold)
-            )
+            keep = [in_test_fold(c, spec.fold) == spec.keep_fold for c in table["fold"].to_pylist()]
+            table = table.filter(pa.array(keep, type=pa.bool_()))
         rows += table.slice(0, count - len(rows)).to_pylist()
     decoded = decode_rows(rows, size)
     return {k: np.stack([r[k] for r in decoded]) for k in BATCH_COLUMNS} if decoded else {}

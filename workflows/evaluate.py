@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +43,7 @@ from avrsp.errors import InputError
 from avrsp.inference import frames_to_input
 from avrsp.metrics import all_metrics
 from avrsp.tables import DatasetScores, FrameScores, ResultsTable, summarize, video_means
-from preprocessing.records import VideoRecord
+from preprocessing.records import VideoRecord, decode_folds
 from preprocessing.schema import decode_segment
 from workflows.data import fixation_map, split_files
 from workflows.export import LoadedModel, load_model
@@ -81,16 +84,17 @@ def evaluate_windows(
         scores = all_metrics(pred, targets, fix, seed=seed, index_offset=start)
         for i, b in enumerate(batch):
             group = (groups or {}).get(b["video"], b["dataset"])
-            fold = int(b["fold"]) if b.get("split") == "cv" else None
-            frames.append(
-                FrameScores(
-                    dataset=group,
-                    video=b["video"],
-                    frame=int(b["last_frame"]),
-                    scores={k: float(v[i]) for k, v in scores.items()},
-                    fold=fold,
+            # a window of a video in several folds' test lists counts once per fold
+            for fold in decode_folds(b["fold"]) if b.get("split") == "cv" else (None,):
+                frames.append(
+                    FrameScores(
+                        dataset=group,
+                        video=b["video"],
+                        frame=int(b["last_frame"]),
+                        scores={k: float(v[i]) for k, v in scores.items()},
+                        fold=fold,
+                    )
                 )
-            )
         if progress is not None:
             progress(min(start + batch_size, len(rows)), len(rows))
     return summarize(frames)
@@ -116,11 +120,15 @@ class EvalOptions:
     """What ``avrsp evaluate`` was asked for (see :func:`evaluate`)."""
 
     source: str
-    model: str | None = None
+    #: One model for every video, or ``{fold: model}``: each k-fold test video scored by
+    #: its fold's model, a fixed split (DIEM) by every fold's model (:meth:`models`).
+    model: str | Mapping[int, str] | None = None
     split: str = "test"
     fold: int | None = None
     audio: tuple[str, ...] = ("real",)
     baseline_only: bool = False
+    #: Score the centre-bias baseline beside the model or maps (``--no-baseline``: not).
+    baseline: bool = True
     published: bool = False
     out: Path = Path("runs/evaluate")
     overwrite: bool = False
@@ -134,15 +142,22 @@ class EvalOptions:
     limit: int | None = None
     mlflow_uri: str | None = None
     tracking: bool = True
-    #: Score saved maps (a folder of one image per frame per video) instead of a model.
-    predictions: Path | None = None
+    #: Score saved maps (a folder of one image per frame per video) instead of a model;
+    #: ``{fold: folder}`` as ``model``.
+    predictions: Path | Mapping[int, Path] | None = None
     #: How maps are scored: as ViNet's scripts (the published tables'), STAViS', or native.
     protocol: str = "vinet"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if isinstance(self.model, Mapping):
+            self.model = _by_fold(self.model, "--model", str)
         if self.predictions is not None:
-            self.predictions = Path(self.predictions)
+            self.predictions = (
+                _by_fold(self.predictions, "--predictions", Path)
+                if isinstance(self.predictions, Mapping)
+                else Path(self.predictions)
+            )
             if self.model is not None:
                 raise InputError("--predictions scores saved maps: give it or --model, not both")
         if self.protocol not in PROTOCOLS:
@@ -151,6 +166,8 @@ class EvalOptions:
         bad = [m for m in self.audio if m not in AUDIO_MODES]
         if bad or not self.audio:
             raise InputError(f"--audio: choose from {', '.join(AUDIO_MODES)}, got {bad or '[]'}")
+        if self.baseline_only and not self.baseline:
+            raise InputError("--baseline centre scores the baseline alone: not with --no-baseline")
         if self.model is None and self.predictions is None and not self.baseline_only:
             raise InputError(
                 "--model is needed (or --predictions DIR to score saved maps, or --baseline "
@@ -162,6 +179,75 @@ class EvalOptions:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+
+    @property
+    def models(self) -> dict[int, str]:
+        """``{fold: model}``; fold 0: the one model of every video ({} without a model)."""
+        return _fold_map(self.model)
+
+    @property
+    def prediction_dirs(self) -> dict[int, Path]:
+        """``{fold: folder}`` of ``--predictions`` as :attr:`models`."""
+        return _fold_map(self.predictions)
+
+
+def _by_fold(given: Mapping[Any, Any], option: str, kind: Callable[[Any], Any]) -> dict[int, Any]:
+    out = {}
+    for fold, value in given.items():
+        if not str(fold).isdigit() or int(fold) < 1:
+            raise InputError(f"{option}: folds are numbered from 1, got {fold!r}")
+        out[int(fold)] = kind(value)
+    if not out:
+        raise InputError(f"{option}: no fold given")
+    return dict(sorted(out.items()))
+
+
+def _fold_map(value: Any) -> dict[int, Any]:
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, Mapping) else {0: value}
+
+
+def parse_fold_values(values: str | list[str] | None, option: str) -> Any:
+    """``--model``/``--predictions`` as given on the command line: one value for every
+    video, or ``K=VALUE`` per fold (``1=runs/f1 2=runs/f2 3=runs/f3``)."""
+    if values is None or isinstance(values, str):
+        return values
+    pairs = [re.fullmatch(r"(\d+)=(.+)", v) for v in values]
+    if len(values) == 1 and pairs[0] is None:
+        return values[0]
+    if any(p is None for p in pairs):
+        raise InputError(f"{option}: give one value, or K=VALUE per fold (1=A 2=B 3=C): {values}")
+    folds = [int(p.group(1)) for p in pairs]
+    if len(set(folds)) != len(folds):
+        raise InputError(f"{option}: a fold given twice: {values}")
+    return {int(p.group(1)): p.group(2) for p in pairs}
+
+
+def fold_entries(records: list[VideoRecord], folds: list[int]) -> list[tuple[VideoRecord, int]]:
+    """What is scored, ``(record, key of the model or folder)``: with one model (``folds``
+    empty) every record with key 0; with one per fold, a k-fold test video with its fold's
+    (one the models do not cover is an InputError) and a fixed-split video once per fold,
+    as a test video of that fold (STAViS' ``compute_all_diem.m``: DIEM's test split scored
+    by each split's model, the splits' means averaged)."""
+    if not folds:
+        return [(r, 0) for r in records]
+    out: list[tuple[VideoRecord, int]] = []
+    uncovered: set[int] = set()
+    for rec in records:
+        if rec.split == "cv":
+            if rec.fold in folds:
+                out.append((rec, rec.fold))
+            else:
+                uncovered.add(rec.fold)
+        else:
+            out += [(dataclasses.replace(rec, split="cv", fold=k), k) for k in folds]
+    if uncovered:
+        raise InputError(
+            f"test videos of fold(s) {sorted(uncovered)} but models/maps for folds {folds} "
+            "only: give one per fold, or --fold K"
+        )
+    return out
 
 
 #: Sources whose splits come from an optional ``splits.csv``, every video ``train`` without.
@@ -182,19 +268,21 @@ def default_split(source: str) -> str:
 def test_records(source: str, split: str, fold: int | None) -> tuple[list[VideoRecord], list[dict]]:
     """The videos of ``source`` that are scored for ``split``: those of the split, and for a
     k-fold dataset (``split=cv``) the test videos of every fold (of ``fold`` only when
-    given); ``all``: every video. Also the listing's failures."""
+    given), one record per (video, test fold): a video in the test lists of two folds is
+    scored for each, as STAViS' scripts score it; ``all``: every video. Also the listing's
+    failures."""
     from preprocessing.sources import open_source
 
     listing = open_source(source)
     chosen = []
     for rec in listing.records:
-        if split == "all":
-            if fold is None or rec.split != "cv" or rec.fold == fold:
-                chosen.append(rec)
-        elif rec.split == "cv":
-            if split in ("test", "cv") and (fold is None or rec.fold == fold):
-                chosen.append(rec)
-        elif rec.split == split:
+        if rec.split == "cv" and (split == "all" or split in ("test", "cv")):
+            chosen += [
+                dataclasses.replace(rec, fold=k)
+                for k in rec.test_folds
+                if fold is None or k == fold
+            ]
+        elif rec.split == split or split == "all":
             chosen.append(rec)
     if not chosen:
         found = sorted({r.split for r in listing.records})
@@ -242,16 +330,20 @@ def _donor_waveform(candidates: list[dict[str, Any]], sample_rate: int) -> np.nd
     return None
 
 
-def _no_model() -> None:
-    """The pool's ``load`` for ``--baseline centre`` alone."""
-    return None
+def load_models(
+    specs: Mapping[int, str], tracking_uri: str | None = None
+) -> dict[int, LoadedModel]:
+    """The pool's ``load``: ``{key: model}`` of :attr:`EvalOptions.models` ({}: none)."""
+    return {k: load_model(spec, tracking_uri=tracking_uri) for k, spec in specs.items()}
 
 
-def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, Any]:
-    """The pool's ``work``: one video, every row (audio modes and the baseline)."""
+def score_item(models: Mapping[int, LoadedModel], item: dict[str, Any]) -> dict[str, Any]:
+    """The pool's ``work``: one video, every row (audio modes and the baseline), with the
+    model of the item's key (:func:`fold_entries`)."""
     from avrsp.config import preset
     from workflows.protocol import open_video, score_video
 
+    loaded = models.get(item["key"])
     record = VideoRecord.from_dict(item["record"])
     config = loaded.config.input if loaded is not None else preset("tiny").input
     video = open_video(record, config.sample_rate)
@@ -288,9 +380,10 @@ def score_item(loaded: LoadedModel | None, item: dict[str, Any]) -> dict[str, An
             notes += [n for n in result.notes if n not in notes]
             counts = (result.num_frames, result.without_target)
     return {
-        "name": f"{record.dataset}/{record.video_id}",
+        "name": item["name"],
         "dataset": record.dataset,
         "video": record.video_id,
+        "fold": record.fold if record.split == "cv" else None,
         "group": item["group"],
         "rows": rows,
         "audio_share": shares,
@@ -322,12 +415,15 @@ def _score_saved(video: Any, root: Path, common: dict[str, Any]) -> tuple[Any, l
 
 
 def row_labels(
-    loaded: LoadedModel | None, spec: str | None, modes: tuple[str, ...]
+    models: Mapping[int, LoadedModel], specs: Mapping[int, str], modes: tuple[str, ...]
 ) -> dict[str, str]:
-    """Table row label per audio mode: ``"<model> (AV), audio real"``."""
-    if loaded is None:
+    """Table row label per audio mode: ``"<model> (AV), audio real"``; the model is its run
+    name (else :func:`_model_name`), ``1=NAME, 2=NAME, …`` with one model per fold."""
+    if not models:
         return {}
-    name = str(loaded.meta.get("run_name") or _model_name(str(spec)))
+    names = {k: str(m.meta.get("run_name") or _model_name(specs[k])) for k, m in models.items()}
+    name = ", ".join(f"{k}={n}" for k, n in names.items()) if 0 not in names else names[0]
+    loaded = next(iter(models.values()))
     if not loaded.config.model.use_audio:
         return {"real": f"{name} (V)"}
     return {m: f"{name} (AV), audio {m}" for m in modes}
@@ -361,8 +457,9 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
     from workflows.pool import default_actors, map_videos, run_local
 
     _check_out(opts.out, opts.overwrite)
-    if opts.predictions is not None and not opts.predictions.is_dir():
-        raise InputError(f"--predictions {opts.predictions}: not a folder")
+    for folder in opts.prediction_dirs.values():
+        if not folder.is_dir():
+            raise InputError(f"--predictions {folder}: not a folder")
     from preprocessing.sources.check import preflight
 
     preflight(opts.source, log=log)  # a stavis/dhf1k folder's problems, before any Ray start
@@ -370,41 +467,49 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
     if opts.split == "all":
         log(f"split all: every video of {opts.source} ({len(records)})")
     records = records[: opts.limit] if opts.limit else records
-    spec = None if opts.baseline_only else opts.model
-    load = _no_model if spec is None else partial(load_model, spec, tracking_uri=opts.mlflow_uri)
-    loaded = load()  # a wrong --model fails here, before any replica starts
-    if loaded is not None and loaded.path is not None:
-        load = partial(load_model, str(loaded.path))  # replicas read the local file
+    specs = {} if opts.baseline_only else opts.models
+    models = load_models(specs, opts.mlflow_uri)  # a wrong --model fails here, before replicas
+    local = {k: str(m.path) for k, m in models.items() if m.path is not None}
+    load = partial(load_models, {**specs, **local})  # replicas read the local files
+    loaded = next(iter(models.values()), None)  # the first: what the row says
+    if len({m.config.model.use_audio for m in models.values()}) > 1:
+        raise InputError(f"--model {opts.model}: the fold models mix V and AV models")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)  # once the source and the model are good
     modes = opts.audio
     if loaded is not None and not loaded.config.model.use_audio and modes != ("real",):
         log("note: a visual-only model hears nothing; --audio modes other than real are skipped")
         modes = ("real",)
-    labels = row_labels(loaded, opts.model, modes)
-    if opts.predictions is not None:
-        labels["saved"] = f"saved maps {opts.predictions.name}"
+    labels = row_labels(models, specs, modes)
+    dirs = opts.prediction_dirs
+    if dirs:
+        labels["saved"] = f"saved maps {_model_name(opts.predictions)}"
+    keyed = [k for k in (specs or dirs) if k and opts.fold in (None, k)]
+    entries = fold_entries(records, keyed)
+    repeated = Counter((r.dataset, r.video_id) for r, _ in entries)
     groups = _groups(opts.source)
     donors = _donors(records) if "shuffled" in modes else {}
     items = [
         {
-            "name": f"{r.dataset}/{r.video_id}",
+            "name": f"{r.dataset}/{r.video_id}"
+            + (f" (fold {r.fold})" if repeated[(r.dataset, r.video_id)] > 1 else ""),
+            "key": key,
             "record": r.to_dict(),
             "donors": [d.to_dict() for d in donors.get(r.key, [])],
             "group": groups.get(r.video_id, r.dataset),
             "audio": list(modes) if loaded is not None else [],
             "labels": labels,
-            "baseline": True,
-            "predictions": str(opts.predictions) if opts.predictions else None,
+            "baseline": opts.baseline,
+            "predictions": str(dirs[key]) if dirs else None,
             "protocol": opts.protocol,
             "seed": opts.seed,
             "batch": opts.batch_size,
             "device": opts.device,
         }
-        for r in records
+        for r, key in entries
     ]
     if opts.workers == 0:
-        results = run_local(lambda: loaded, score_item, items)
+        results = run_local(lambda: models, score_item, items)
     else:
         from preprocessing.ray_runtime import init_ray
 
@@ -437,6 +542,7 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
                         "row": label,
                         "group": res["group"],
                         "video": res["video"],
+                        "fold": res["fold"],
                         "frames": res["frames"],
                         **mean.scores,
                     }
@@ -520,7 +626,8 @@ def _table(
     seen = {f.dataset for rows in frames.values() for f in rows}
     order = [g for g in ("relevant", "irrelevant", "silent") if g in seen] if groups else []
     datasets = tuple(order or sorted(seen))
-    what = "model and centre-bias baseline" if loaded is not None else "centre-bias baseline"
+    scored = ["model"] if loaded is not None else ["saved maps"] if opts.predictions else []
+    what = " and ".join(scored + ["centre-bias baseline"] * opts.baseline)
     table = ResultsTable(
         datasets=datasets,
         metrics=TABLE_METRICS if opts.protocol == "native" else SCRIPT_METRICS,
@@ -529,18 +636,23 @@ def _table(
     )
     for label in [BASELINE_LABEL] + [k for k in frames if k != BASELINE_LABEL]:
         if label in frames:
-            table.add(label, summarize(frames[label]))
+            # the scripts' compute_all_*.m: the mean over every (fold, video) score
+            table.add(label, summarize(frames[label], pool_folds=opts.protocol != "native"))
     if opts.published:
         add_published_rows(table)
     return table
 
 
 def _saved_or_baseline(opts: EvalOptions) -> str:
-    return f"saved maps {opts.predictions.name}" if opts.predictions else "baseline"
+    return f"saved maps {_model_name(opts.predictions)}" if opts.predictions else "baseline"
 
 
-def _model_name(spec: str) -> str:
-    """A short name for a model spec: the URI as given, a file's run folder or stem."""
+def _model_name(spec: str | Path | Mapping[int, Any]) -> str:
+    """A short name for a model spec: the URI as given, a file's run folder or stem, a
+    folder's name; ``1=NAME, 2=NAME`` for one per fold."""
+    if isinstance(spec, Mapping):
+        return ", ".join(f"{k}={_model_name(v)}" for k, v in spec.items())
+    spec = str(spec)
     if "://" in spec or spec.startswith(("runs:/", "models:/")):
         return spec
     path = Path(spec)
@@ -588,8 +700,8 @@ def _track(opts: EvalOptions, loaded: LoadedModel | None, report: EvalReport) ->
             "protocol": opts.protocol,
         },
         params={
-            "model": str(opts.model),
-            "predictions": str(opts.predictions),
+            "model": _model_name(opts.model) if opts.model else "None",
+            "predictions": _model_name(opts.predictions) if opts.predictions else "None",
             "protocol": opts.protocol,
             "source": opts.source,
             "split": opts.split,

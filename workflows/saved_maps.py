@@ -30,8 +30,12 @@ _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
 def video_folder(root: Path, dataset: str, video: str) -> Path | None:
-    """``root/<dataset>/<video>`` or ``root/<video>`` (in that order), None if neither."""
-    for folder in (root / dataset / video, root / video):
+    """``root/<dataset>/<video>`` or ``root/<video>`` (in that order), None if neither. The
+    dataset's folder may differ in case (STAViS' results folders say ``avad``, ``diem``)."""
+    datasets = [root / dataset]
+    if root.is_dir():
+        datasets += [p for p in sorted(root.iterdir()) if p.name.lower() == dataset.lower()]
+    for folder in [d / video for d in datasets] + [root / video]:
         if folder.is_dir():
             return folder
     return None

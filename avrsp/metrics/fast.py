@@ -631,6 +631,46 @@ def auc_shuffled(
     )
 
 
+def script_metrics(
+    pred: Any,
+    gt_map: Any,
+    fixations: Any,
+    other_fixations: Any,
+    *,
+    jitter: bool = True,
+    n_splits: int = 100,
+    step: float = 0.1,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``{"cc", "sim", "nss", "auc_j", "sauc"}`` of one map, as the benchmarks' per-frame
+    loop calls ``CC``, ``similarity``, ``NSS``, ``AUC_Judd`` and ``AUC_shuffled``.
+
+    The values of :func:`cc`, :func:`sim`, :func:`nss`, :func:`auc_judd` and
+    :func:`auc_shuffled` with the same arguments (the same random streams), but the map is
+    checked, resized, and its minimum, maximum and moments computed once for all five.
+    """
+    f = _target(fixations, "fixations", mask=True)
+    g = _target(gt_map, "gt_map")
+    o = _target(other_fixations, "other_fixations", mask=True)
+    if not g.shape == f.shape == o.shape:
+        raise InputError(
+            f"gt_map {g.shape}, fixations {f.shape} and other_fixations {o.shape}: "
+            "expected one size"
+        )
+    check_splits(n_splits)
+    fr = _pred_frame(pred, g.shape, f)
+    target = _Target(g, fr.ws)
+    return {
+        "cc": _cc(fr, target),
+        "sim": _sim(fr, target),
+        "nss": _nss(fr),
+        "auc_j": _auc_judd(fr, jitter, stream(seed, 0, "auc_judd") if jitter else None),
+        "sauc": _auc_shuffled(
+            fr, _nonzero(o), n_splits, step_thresholds(step), stream(seed, 0, "auc_shuffled")
+        ),
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # Batched API
 

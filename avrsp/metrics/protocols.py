@@ -151,8 +151,18 @@ def imfilter_symmetric(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
     MATLAB's ``'symmetric'`` padding repeats the border pixel (``… b a | a b …``), which
     is scipy's ``mode="reflect"``; ``'conv'`` flips the kernel, as ``ndimage.convolve``.
+    A separable kernel (``fspecial('gaussian')`` is, unless its tails were cut to 0) is
+    applied as a column then a row filter: the same sums in another order (~1e-16), 6×
+    faster for STAViS' 13×13 kernel.
     """
-    return ndimage.convolve(np.asarray(image, dtype=np.float64), kernel, mode="reflect")
+    x = np.asarray(image, dtype=np.float64)
+    k = np.asarray(kernel, dtype=np.float64)
+    r, c = k.shape[0] // 2, k.shape[1] // 2
+    column, row = k[:, c], k[r, :] / k[r, c] if k[r, c] else k[r, :]
+    if k[r, c] and np.allclose(np.outer(column, row), k, rtol=1e-12, atol=0):
+        x = ndimage.convolve1d(x, column, axis=0, mode="reflect")
+        return ndimage.convolve1d(x, row, axis=1, mode="reflect")
+    return ndimage.convolve(x, k, mode="reflect")
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
@@ -258,13 +268,9 @@ def score_frame(
     sal = prepare(protocol, pred8, gt.shape)
     if not np.isfinite(sal).all():  # an all-zero STAViS prediction: 0/0 in postprocessMap
         return {m: math.nan for m in PROTOCOL_METRICS}
-    return {
-        "cc": fast.cc(sal, gt),
-        "sim": fast.sim(sal, gt),
-        "nss": fast.nss(sal, fix),
-        "auc_j": fast.auc_judd(sal, fix, jitter=jitter, seed=seed),
-        "sauc": fast.auc_shuffled(sal, fix, other_map, n_splits=n_splits, step=step, seed=seed),
-    }
+    return fast.script_metrics(
+        sal, gt, fix, other_map, jitter=jitter, n_splits=n_splits, step=step, seed=seed
+    )
 
 
 def score_video(
@@ -323,8 +329,10 @@ def aggregate(
       ``per_frame=True`` (``per_frame='true'``) each metric's sum over its non-NaN frames
       divided by the number of frames whose **CC** is not NaN (the script counts frames
       with ``length(frame_cc)`` for every metric);
-    * rows with ``"fold"`` (STAViS' ``compute_all_*``): the mean over each fold's videos,
-      then the mean over folds.
+    * rows with ``"fold"`` (STAViS' ``compute_all_*``): the mean over every (fold, video)
+      mean — ``compute_all_avad.m`` and its four siblings append each split's videos to one
+      list; ``compute_all_diem.m`` averages the three splits' means, which is the same
+      number since every split scores the same videos. Per-fold means are returned too.
 
     Video and fold means are averaged as they are: a NaN video mean makes the result NaN,
     as MATLAB's ``mean`` does. Returns ``{"videos": {video: {metric: mean, "frames":
@@ -358,7 +366,7 @@ def aggregate(
             keys = [k for k in videos if fold_of[k] == fold]
             folds[fold] = {m: _mean([videos[k][m] for k in keys]) for m in metrics}
         result["folds"] = folds
-        result["overall"] = {m: _mean([f[m] for f in folds.values()]) for m in metrics}
+        result["overall"] = {m: _mean([v[m] for v in videos.values()]) for m in metrics}
     elif per_frame:
         # eval_diem.m adds each metric's non-NaN frames to its sum but counts frames with
         # length(frame_cc): every pooled sum is divided by the number of frames with a CC.

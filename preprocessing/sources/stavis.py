@@ -10,6 +10,10 @@ one ``name nframes fps`` per line, are looked up in ``ROOT/fold_lists/`` and the
 a dataset with none of its lists there gets the published lists shipped in
 ``preprocessing/sources/fold_lists/`` (its README says where they come from).
 A video in the test list of fold k gets ``split="cv", fold=k`` (train in the other folds);
+one in the test lists of several folds (AVAD's published lists put V3_Speech3 and
+V39_Guitar4 in folds 1 and 2, V26_Piano2 in 2 and 3) is a test video of each of them and a
+training video of the others only (``fold`` holds :func:`~preprocessing.records.fold_code`),
+as STAViS' scripts score it once per fold;
 one found only in train lists gets ``split="train"``; DIEM's videos get ``train``/``test``.
 Videos in no list are skipped (their fps is unknown) and named in the listing.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from avrsp.errors import InputError
-from preprocessing.records import FixationSource, VideoRecord, frame_tolerance
+from preprocessing.records import FixationSource, VideoRecord, fold_code, frame_tolerance
 from preprocessing.sources.common import Listing, NumberedFiles, check_contiguous, numbered
 
 DATASETS = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
@@ -91,15 +95,17 @@ def fold_assignment(root: Path, dataset: str) -> dict[str, tuple[str, int, int, 
     for fold in FOLDS:
         for name, (n, fps) in entries(f"{dataset}_list_train_{fold}_fps.txt").items():
             out.setdefault(name, ("train", 0, n, fps))
+    tested: dict[str, list[int]] = {}
     for fold in FOLDS:
-        path = files.get(f"{dataset}_list_test_{fold}_fps.txt")
         for name, (n, fps) in entries(f"{dataset}_list_test_{fold}_fps.txt").items():
-            previous = out.get(name)
-            if previous is not None and previous[0] == "cv":
+            if name in tested and out[name][2:] != (n, fps):
                 raise InputError(
-                    f"{path}: video {name!r} is a test video of folds {previous[1]} and {fold}"
+                    f"{files[f'{dataset}_list_test_{fold}_fps.txt']}: video {name!r} has "
+                    f"{n} frames at {fps:g} fps, the test list of fold {tested[name][0]} "
+                    f"says {out[name][2]} at {out[name][3]:g}"
                 )
-            out[name] = ("cv", fold, n, fps)
+            tested.setdefault(name, []).append(fold)
+            out[name] = ("cv", fold_code(tested[name]), n, fps)
     return out
 
 

@@ -23,7 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "table.md/.csv, videos.csv, per-frame CSVs under frames/, failures.json and an "
         "MLflow run.",
     )
-    p.add_argument("--model", help="model.pt (file or run folder), runs:/ID/PATH or models:/NAME/V")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        help="model.pt (file or run folder), runs:/ID/PATH or models:/NAME/V; or one per "
+        "fold, K=MODEL (1=runs/f1 2=runs/f2 3=runs/f3): each k-fold test video scored by its "
+        "fold's model, a fixed test split (DIEM) by every fold's model and averaged",
+    )
     p.add_argument("--source", required=True, help="KIND:PATH, e.g. stavis:/data/stavis")
     p.add_argument(
         "--protocol",
@@ -35,8 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--predictions",
+        nargs="+",
         help="score saved maps instead of a model: DIR/<video>/ or DIR/<dataset>/<video>/, "
-        "one PNG or JPEG per frame named by frame number (…_00001.png), 8- or 16-bit",
+        "one PNG or JPEG per frame named by frame number (…_00001.png), 8- or 16-bit; or "
+        "one folder per fold, K=DIR, as --model",
     )
     p.add_argument(
         "--split",
@@ -55,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--baseline",
         choices=("centre",),
         help="score the centre-bias baseline alone (no --model needed)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="leave out the centre-bias row (scored beside the model or maps by default)",
     )
     p.add_argument(
         "--published", action="store_true", help="add the paper's quoted rows (Tables I–II)"
@@ -99,15 +112,16 @@ def options(
     args: argparse.Namespace, out: Any, device: str, gpus: float | None, *, split: str
 ) -> Any:
     """The :class:`~workflows.evaluate.EvalOptions` of the arguments (checked)."""
-    from workflows.evaluate import EvalOptions
+    from workflows.evaluate import EvalOptions, parse_fold_values
 
     return EvalOptions(
         source=args.source,
-        model=args.model,
+        model=parse_fold_values(args.model, "--model"),
         split=split,
         fold=args.fold,
         audio=tuple(args.audio),
         baseline_only=args.baseline == "centre",
+        baseline=not args.no_baseline,
         published=args.published,
         out=out,
         overwrite=args.overwrite,
@@ -121,7 +135,7 @@ def options(
         limit=args.limit,
         mlflow_uri=args.mlflow_uri,
         tracking=not args.no_mlflow,
-        predictions=args.predictions,
+        predictions=parse_fold_values(args.predictions, "--predictions"),
         protocol=args.protocol,
     )
 
