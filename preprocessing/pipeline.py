@@ -1,4 +1,4 @@
-"""The Ray Data preprocessing job: a dataset source → Parquet segment shards (DESIGN §2, §5).
+"""The Ray Data preprocessing job: a dataset source → Parquet segment shards (docs/DATA.md).
 
 ``ray.data.from_items(records).map(process)``: one task per video, each writing its own
 shards and returning a one-line summary, so the driver's memory does not grow with the

@@ -1,4 +1,4 @@
-"""The one video record every dataset reader yields (DESIGN §5).
+"""The one video record every dataset reader yields (docs/DATA.md).
 
 A :class:`VideoRecord` says where a video's frames, audio and gaze live and how it is
 split; it holds no pixels. Fixation points are loaded lazily, one frame at a time for
@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -753,20 +753,3 @@ def find_video_file(folder: Path, stem: str | None = None) -> Path | None:
         if path.suffix.lower() in VIDEO_SUFFIXES and (stem is None or path.stem == stem):
             return path
     return None
-
-
-def numbered_files(folder: Path, prefix: str, suffix: str) -> list[int]:
-    """Sorted numbers ``n`` of the files ``<prefix><n><suffix>`` in ``folder``."""
-    numbers = []
-    if not folder.is_dir():
-        return numbers
-    for path in folder.iterdir():
-        name = path.name
-        if name.startswith(prefix) and name.endswith(suffix):
-            middle = name[len(prefix) : len(name) - len(suffix)]
-            if middle.isdigit():
-                numbers.append(int(middle))
-    return sorted(numbers)
-
-
-ReaderFn = Callable[..., list[VideoRecord]]

@@ -467,3 +467,19 @@ def test_fold_models_route_each_fold_and_refuse_an_uncovered_fold(
     assert main([*base, "--model", str(av_model), "--fold", "1", "--out", str(alone)]) == 0
     single = {r["video"]: float(r["cc"]) for r in csv.DictReader((alone / "videos.csv").open())}
     assert {r["video"]: float(r["cc"]) for r in rows} == pytest.approx(single, abs=1e-12)
+
+
+def test_fold_values_parse_and_refuse() -> None:
+    from workflows.evaluate import parse_fold_values
+
+    assert parse_fold_values(["runs/a"], "--model") == "runs/a"
+    assert parse_fold_values(["1=runs/a", "3=runs/c"], "--model") == {1: "runs/a", 3: "runs/c"}
+    assert parse_fold_values(["2=models:/x/1"], "--model") == {2: "models:/x/1"}
+    with pytest.raises(InputError, match="K=VALUE per fold"):
+        parse_fold_values(["1=runs/a", "runs/b"], "--model")
+    with pytest.raises(InputError, match="a fold given twice"):
+        parse_fold_values(["1=a", "1=b"], "--predictions")
+    with pytest.raises(InputError, match="numbered from 1"):
+        EvalOptions(source="csv:x", model={0: "a"})
+    with pytest.raises(InputError, match="not with --no-baseline"):
+        EvalOptions(source="csv:x", baseline_only=True, baseline=False)

@@ -1,5 +1,5 @@
 """The preprocessing job end to end: bad input reported, the rest finished, resumable;
-one run on a local Ray (DESIGN §5, §10)."""
+one run on a local Ray (docs/DATA.md)."""
 
 from __future__ import annotations
 

@@ -470,7 +470,7 @@ def _evaluate(opts: EvalOptions, log: Callable[[str], None]) -> EvalReport:
     specs = {} if opts.baseline_only else opts.models
     models = load_models(specs, opts.mlflow_uri)  # a wrong --model fails here, before replicas
     local = {k: str(m.path) for k, m in models.items() if m.path is not None}
-    load = partial(load_models, {**specs, **local})  # replicas read the local files
+    load = partial(load_models, {**specs, **local}, opts.mlflow_uri)  # replicas: local files
     loaded = next(iter(models.values()), None)  # the first: what the row says
     if len({m.config.model.use_audio for m in models.values()}) > 1:
         raise InputError(f"--model {opts.model}: the fold models mix V and AV models")

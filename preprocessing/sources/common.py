@@ -78,9 +78,3 @@ def check_contiguous(files: NumberedFiles, what: str) -> None:
             f"{Path(files.pattern).parent}: {what} numbered {files.first}…{files.last} but "
             f"only {files.count} files exist (gaps)"
         )
-
-
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise InputError(f"{path}: {what} is not a folder")
-    return path
