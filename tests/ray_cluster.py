@@ -21,7 +21,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import psutil
 from services import HOST, Service, ServiceError, Workspace, free_port, start_service
+from waiting import wait_until
 
 RAY = str(Path(sys.executable).with_name("ray"))
 STOP_GRACE_S = 15.0
@@ -165,13 +165,6 @@ class LocalCluster:
 
 
 def wait_for(check, timeout_s: float, what: str, every_s: float = 1.0):
-    """Poll ``check()`` until it returns something true; AssertionError naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            value = check()
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
+    """Poll ``check()`` until it returns something true (an error counts as not yet);
+    AssertionError naming ``what``."""
+    return wait_until(check, timeout_s, every_s, what, not_yet=(Exception,))

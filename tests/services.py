@@ -41,7 +41,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import WaitTimeout, wait_until
 
 from avrsp.errors import AVRSPError
 
@@ -187,16 +187,18 @@ class Service:
     def wait_ready(self, check: Callable[[], bool], timeout_s: float = START_TIMEOUT_S) -> None:
         """Poll ``check()`` until it is true; raise with the log if the process exits first
         or ``timeout_s`` passes."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def ready() -> bool:
             if not self.alive():
                 raise self.fail(f"exited with status {self.process.returncode} while starting")
             with contextlib.suppress(Exception):  # not answering yet
-                if check():
-                    return
-            if time.monotonic() > deadline:
-                raise self.fail(f"did not answer within {timeout_s:.0f} s")
-            time.sleep(0.25)
+                return bool(check())
+            return False
+
+        try:
+            wait_until(ready, timeout_s, 0.25, f"{self.name} to answer")
+        except WaitTimeout:
+            raise self.fail(f"did not answer within {timeout_s:.0f} s") from None
 
     def stop(self) -> None:
         """Its own stop command if any, then the stop signal to the group, then SIGKILL."""

@@ -19,6 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_dataset_sources import ffmpeg_exe, gaze_rows, make_video, write_gaze_csv
+from waiting import wait_until
 
 from preprocessing import records
 from workflows.cli import main
@@ -294,30 +295,35 @@ def test_sigkill_of_preprocess_leaves_no_ray_process(tmp_path: Path) -> None:
     )
     seen: dict[int, psutil.Process] = {}
     text: dict[int, str] = {}
+    alive: list[psutil.Process] = []
+
+    def agents_started() -> bool:
+        assert cli.poll() is None, "the command ended before Ray started its agents"
+        for proc in parent.children(recursive=True):
+            try:
+                text[proc.pid] = " ".join(proc.cmdline())
+                seen.setdefault(proc.pid, proc)
+            except psutil.Error:
+                pass
+        return len(_ray_agents(text)) >= 2
+
+    def all_ended() -> bool:
+        alive[:] = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        return not alive
+
+    def ended_after_sigkill() -> str:
+        return f"its processes to end after SIGKILL (alive: {[text.get(p.pid) for p in alive]})"
+
     try:
         parent = psutil.Process(cli.pid)
-        deadline = time.monotonic() + 120
-        while len(_ray_agents(text)) < 2:
-            assert time.monotonic() < deadline, "Ray's agents did not start within 120 s"
-            assert cli.poll() is None, "the command ended before Ray started its agents"
-            for proc in parent.children(recursive=True):
-                try:
-                    text[proc.pid] = " ".join(proc.cmdline())
-                    seen.setdefault(proc.pid, proc)
-                except psutil.Error:
-                    pass
-            time.sleep(0.1)
+        wait_until(agents_started, 120, 0.1, "Ray's agents to start")
         time.sleep(0.5)
         for proc in parent.children(recursive=True):
             seen.setdefault(proc.pid, proc)
         os.kill(cli.pid, signal.SIGKILL)
         cli.wait()
-        deadline = time.monotonic() + 10
-        alive = list(seen.values())
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.25)
-            alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert alive == [], f"alive 10 s after SIGKILL: {[text.get(p.pid) for p in alive]}"
+        alive[:] = seen.values()
+        wait_until(all_ended, 10, 0.25, ended_after_sigkill)
     finally:
         if cli.poll() is None:
             cli.kill()

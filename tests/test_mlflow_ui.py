@@ -6,28 +6,23 @@ moto's S3). Then: the run, its metrics and its validation grids read back over H
 through ``MlflowClient``; its artifacts are objects in the bucket; its rows are in the
 database; and headless Chromium shows them on the run's pages (docs/MLFLOW.md).
 
-Chromium is driven over the DevTools protocol (JSON over a websocket, aiohttp's client):
-the UI is a single-page app that fetches as it renders, so each check waits for what it
-looks for rather than for a fixed time. Screenshots go to the test's folder, and also to
-``$AVRSP_UI_SCREENSHOTS`` when that is set (``AVRSP_UI_SCREENSHOTS=docs/images`` renews the
-docs' pictures).
+Chromium is driven by Playwright (its sync API), which starts the system's ``chromium``
+(Debian's package; Playwright's own browsers are never downloaded): the UI is a single-page
+app that fetches as it renders, so each check waits for what it looks for rather than for a
+fixed time. Screenshots go to the test's folder, and also to ``$AVRSP_UI_SCREENSHOTS`` when
+that is set (``AVRSP_UI_SCREENSHOTS=docs/images`` renews the docs' pictures).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -39,18 +34,12 @@ from workflows import tracking
 from workflows.loop import TRAIN_CONFIG_FILE
 from workflows.train import TrainResult, train
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",  # we run as root
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--hide-scrollbars",
-]
 WAIT_S = 60.0
 EXPERIMENT = "ui-check"
 RUN_NAME = "ui-stage1"
@@ -188,154 +177,70 @@ def test_postgres_holds_the_run(trained, tracking_stack) -> None:
 # =========================================================================== in Chromium
 
 
-class Tab:
-    """One Chromium tab driven over the DevTools protocol."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws, self.last_id = ws, 0
-
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        import aiohttp
-
-        self.last_id += 1
-        await self.ws.send_json({"id": self.last_id, "method": method, "params": params})
-        while True:  # events arrive in between; the answer carries our id
-            msg = await self.ws.receive()
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                raise RuntimeError(f"Chromium's DevTools connection closed ({msg.type})")
-            data = json.loads(msg.data)
-            if data.get("id") == self.last_id:
-                if "error" in data:
-                    raise RuntimeError(f"{method}: {data['error']}")
-                return data.get("result", {})
-
-    async def js(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page (JSON-able values only)."""
-        out = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in out:
-            raise RuntimeError(f"{expression}: {out['exceptionDetails']}")
-        return out["result"].get("value")
-
-    async def wait_for(self, expression: str, what: str, timeout_s: float = WAIT_S) -> Any:
-        """Poll ``expression`` until it is truthy (an exception counts as not yet: the page
-        may still be loading); fail with the page's address, images and text."""
-        guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = await self.js(guarded)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                where = await self.js("location.href")
-                images = await self.js(
-                    "Array.from(document.images).map(i => "
-                    "`${i.src.slice(0, 120)} ${i.naturalWidth}x${i.naturalHeight}`)"
-                )
-                text = await self.js("document.body ? document.body.innerText : ''")
-                raise AssertionError(
-                    f"{what}: not seen after {timeout_s:.0f} s on {where}\nimages: {images}\n"
-                    f"text: {text[:1500]}"
-                )
-            await asyncio.sleep(0.25)
-
-    async def open(self, url: str, width: int, height: int) -> None:
-        await self.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-        await self.send("Page.navigate", url=url)
-
-    async def close_assistant(self) -> None:
-        """The "MLflow Assistant" side panel opens on a first visit; it only takes room."""
-        await self.js(
-            "document.querySelectorAll('button[aria-label=Close]').forEach(b => b.click())"
-        )
-
-    async def screenshot(self, path: Path) -> Path:
-        shot = await self.send("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(shot["data"]))
-        if folder := os.environ.get("AVRSP_UI_SCREENSHOTS"):
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, Path(folder) / path.name)
-        return path
-
-
-@contextlib.asynccontextmanager
-async def chromium_tab(folder: Path) -> AsyncIterator[Tab]:
-    """Headless Chromium with a fresh profile in ``folder``, and its one tab."""
-    import aiohttp
-
-    profile = folder / "profile"
-    profile.mkdir(parents=True, exist_ok=True)
-    with open(folder / "chromium.log", "wb") as log:
-        process = subprocess.Popen(
-            [
-                CHROMIUM,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--remote-debugging-port=0",
-                "about:blank",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        port_file = profile / "DevToolsActivePort"  # Chromium writes its port there
-        deadline = time.monotonic() + WAIT_S
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Chromium did not start: {(folder / 'chromium.log')}")
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
-                targets = await response.json()
-            page = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-            async with http.ws_connect(page, max_msg_size=0) as ws:
-                tab = Tab(ws)
-                await tab.send("Page.enable")
-                yield tab
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture(scope="module")
-def browse(tmp_path_factory):
-    """``browse(script)``: run ``async script(tab)`` in the module's headless Chromium (one
-    browser for the module: each start and first load of the app costs seconds)."""
+def tab() -> Iterator[Page]:
+    """One tab of headless Chromium for the module (each start and first load of the app
+    costs seconds), driven by Playwright. The Debian ``chromium``, never a download."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"chromium not found ({CHROMIUM}; Debian: apt-get install -y chromium)")
-    pytest.importorskip("aiohttp")
-    loop = asyncio.new_event_loop()
-    browser = chromium_tab(tmp_path_factory.mktemp("chromium"))
-    try:
-        tab = loop.run_until_complete(browser.__aenter__())  # stops Chromium if it fails
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
-            yield lambda script: loop.run_until_complete(script(tab))
+            page = browser.new_page()
+            page.set_default_timeout(WAIT_S * 1000)
+            yield page
         finally:
-            loop.run_until_complete(browser.__aexit__(None, None, None))
-    finally:
-        loop.close()
+            browser.close()
 
 
-def run_page(stack: Any, result: TrainResult, tab: str = "") -> tuple[str, Any]:
-    """The address of the run's page (``tab``: ``model-metrics``, ``artifacts/PATH``…)."""
+def wait_for(page: Page, expression: str, what: str, timeout_s: float = WAIT_S) -> None:
+    """Wait until ``expression`` is truthy in the page (an exception counts as not yet: the
+    page may still be loading); fail with the page's address, images and text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    guarded = f"() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }}"
+    try:
+        page.wait_for_function(guarded, polling=250, timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        images = page.evaluate(
+            "Array.from(document.images).map(i => "
+            "`${i.src.slice(0, 120)} ${i.naturalWidth}x${i.naturalHeight}`)"
+        )
+        text = page.evaluate("document.body ? document.body.innerText : ''")
+        raise AssertionError(
+            f"{what}: not seen after {timeout_s:.0f} s on {page.url}\nimages: {images}\n"
+            f"text: {text[:1500]}"
+        ) from None
+
+
+def open_page(page: Page, url: str, width: int, height: int) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(url)
+
+
+def close_assistant(page: Page) -> None:
+    """The "MLflow Assistant" side panel opens on a first visit; it only takes room."""
+    page.evaluate("document.querySelectorAll('button[aria-label=Close]').forEach(b => b.click())")
+
+
+def screenshot(page: Page, path: Path) -> Path:
+    """The page as it stands: transitions (the assistant panel closing) are finished and
+    the caret hidden, so no fixed wait is needed for a still picture."""
+    page.screenshot(path=path, animations="disabled")
+    if folder := os.environ.get("AVRSP_UI_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(folder) / path.name)
+    return path
+
+
+def run_page(stack: Any, result: TrainResult, section: str = "") -> tuple[str, Any]:
+    """The address of the run's page (``section``: ``model-metrics``, ``artifacts/PATH``…)."""
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient(tracking_uri=stack.mlflow_uri).get_run(result.mlflow_run_id)
     page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    return f"{stack.mlflow_uri}/{page}{'/' + tab if tab else ''}?{TRAINING_VIEW}", run
+    return f"{stack.mlflow_uri}/{page}{'/' + section if section else ''}?{TRAINING_VIEW}", run
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -345,24 +250,20 @@ def png_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def test_runs_list_in_the_training_view(trained, tracking_stack, browse, tmp_path) -> None:
+def test_runs_list_in_the_training_view(trained, tracking_stack, tab, tmp_path) -> None:
     _, result = trained
     _, run = run_page(tracking_stack, result)
     experiment_url = f"{tracking_stack.mlflow_uri}/#/experiments/{run.info.experiment_id}"
 
-    async def script(tab: Tab) -> None:
-        await tab.open(f"{experiment_url}?{TRAINING_VIEW}", 1440, 700)
-        # The training view lists runs (the GenAI view opens on a traces overview) and
-        # has the model registry in its side bar.
-        await tab.wait_for("location.hash.includes('/runs?')", "the runs list")
-        await tab.wait_for(f"document.body.innerText.includes('{RUN_NAME}')", "the run's name")
-        text = await tab.js("document.body.innerText")
-        assert "Model registry" in text and "Evaluation runs" not in text
-        await tab.close_assistant()
-        await asyncio.sleep(1)
-        assert png_size(await tab.screenshot(tmp_path / "mlflow-runs.png")) == (1440, 700)
-
-    browse(script)
+    open_page(tab, f"{experiment_url}?{TRAINING_VIEW}", 1440, 700)
+    # The training view lists runs (the GenAI view opens on a traces overview) and has the
+    # model registry in its side bar.
+    wait_for(tab, "location.hash.includes('/runs?')", "the runs list")
+    wait_for(tab, f"document.body.innerText.includes('{RUN_NAME}')", "the run's name")
+    text = tab.inner_text("body")
+    assert "Model registry" in text and "Evaluation runs" not in text
+    close_assistant(tab)
+    assert png_size(screenshot(tab, tmp_path / "mlflow-runs.png")) == (1440, 700)
 
 
 def js_number(x: float) -> str:
@@ -370,34 +271,30 @@ def js_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def test_run_page_shows_the_metrics(trained, tracking_stack, browse, tmp_path) -> None:
+def test_run_page_shows_the_metrics(trained, tracking_stack, tab, tmp_path) -> None:
     _, result = trained
     url, run = run_page(tracking_stack, result)
     # Python's repr and JavaScript agree on a double's shortest text, except exponents.
     expected = {k: js_number(v) for k, v in run.data.metrics.items() if "e" not in repr(v)}
     assert {"val_loss", "val_cc", "val_auc_judd"} <= set(expected)
 
-    async def script(tab: Tab) -> None:
-        await tab.open(url, 1440, 1000)
-        await tab.wait_for("document.body.innerText.includes('val_auc_judd')", "the metrics")
-        rows = await tab.js(
-            "Array.from(document.querySelectorAll('[role=row], tr'))"
-            ".map(r => r.innerText.trim().split(/\\s+/).slice(0, 2))"
-        )
-        shown = {r[0]: r[1] for r in rows if len(r) == 2 and r[0] in expected}
-        assert shown == expected  # every metric, with its last value
-        text = await tab.js("document.body.innerText")
-        assert RUN_NAME in text and result.mlflow_run_id in text and "Finished" in text
-        assert re.search(rf"{RUN_NAME}\s+v1\b", text)  # its registered model
-        await tab.close_assistant()
-        await asyncio.sleep(1)
-        png_size(await tab.screenshot(tmp_path / "mlflow-run-overview.png"))
-
-    browse(script)
+    open_page(tab, url, 1440, 1000)
+    wait_for(tab, "document.body.innerText.includes('val_auc_judd')", "the metrics")
+    rows = tab.evaluate(
+        "Array.from(document.querySelectorAll('[role=row], tr'))"
+        ".map(r => r.innerText.trim().split(/\\s+/).slice(0, 2))"
+    )
+    shown = {r[0]: r[1] for r in rows if len(r) == 2 and r[0] in expected}
+    assert shown == expected  # every metric, with its last value
+    text = tab.inner_text("body")
+    assert RUN_NAME in text and result.mlflow_run_id in text and "Finished" in text
+    assert re.search(rf"{RUN_NAME}\s+v1\b", text)  # its registered model
+    close_assistant(tab)
+    png_size(screenshot(tab, tmp_path / "mlflow-run-overview.png"))
 
 
 def test_model_metrics_tab_shows_charts_and_the_grid(
-    trained, tracking_stack, browse, tmp_path
+    trained, tracking_stack, tab, tmp_path
 ) -> None:
     cfg, result = trained
     url, run = run_page(tracking_stack, result, "model-metrics")
@@ -413,41 +310,37 @@ def test_model_metrics_tab_shows_charts_and_the_grid(
     def cards(n: int) -> str:  # the section's title counts its cards
         return f"/Model metrics\\s*\\({n}\\)/.test(document.body.innerText)"
 
-    async def script(tab: Tab) -> None:
-        await tab.open(url, 1440, 1300)
-        await tab.wait_for(cards(len(keys) + 1), f"{len(keys)} charts and the grid's card")
-        await tab.close_assistant()
-        # Only cards in view are drawn: the search box brings the validation ones together.
-        await tab.wait_for(f'!!document.querySelector("{box}")', "the chart search box")
-        await tab.js(f'document.querySelector("{box}").focus()')
-        await tab.send("Input.insertText", text="val_")
-        await tab.wait_for(cards(len(val_keys) + 1), "the validation charts and the grid")
-        await tab.wait_for(f"!!({grid_img})", "the validation grid's image")
-        await tab.wait_for(
-            f"document.querySelectorAll('.js-plotly-plot').length >= {len(val_keys)}",
-            f"{len(val_keys)} drawn charts",
-        )
-        titles = await tab.js(
-            "Array.from(document.querySelectorAll('*')).filter(e => e.childElementCount === 0)"
-            ".map(e => e.textContent.trim())"
-        )
-        assert {*val_keys, "val_grid"} <= set(titles)
-        src, w, h = await tab.js(f"(i => [i.src, i.naturalWidth, i.naturalHeight])({grid_img})")
-        assert f"run_uuid={result.mlflow_run_id}" in src and quote("val_grid+step+") in src
-        assert w / h == pytest.approx(width / height, rel=0.03)  # our grid, as a preview
-        # The step slider spans the epochs.
-        slider = await tab.js(
-            "(s => s && [s.getAttribute('aria-valuemin'), s.getAttribute('aria-valuemax')])"
-            "(document.querySelector('[role=slider]'))"
-        )
-        assert slider == ["0", str(len(result.history) - 1)]
-        await asyncio.sleep(1)  # the charts' last frame
-        png_size(await tab.screenshot(tmp_path / "mlflow-run-metrics.png"))
-
-    browse(script)
+    open_page(tab, url, 1440, 1300)
+    wait_for(tab, cards(len(keys) + 1), f"{len(keys)} charts and the grid's card")
+    close_assistant(tab)
+    # Only cards in view are drawn: the search box brings the validation ones together.
+    wait_for(tab, f'!!document.querySelector("{box}")', "the chart search box")
+    tab.fill(box, "val_")
+    wait_for(tab, cards(len(val_keys) + 1), "the validation charts and the grid")
+    wait_for(tab, f"!!({grid_img})", "the validation grid's image")
+    wait_for(
+        tab,
+        f"document.querySelectorAll('.js-plotly-plot').length >= {len(val_keys)}",
+        f"{len(val_keys)} drawn charts",
+    )
+    titles = tab.evaluate(
+        "Array.from(document.querySelectorAll('*')).filter(e => e.childElementCount === 0)"
+        ".map(e => e.textContent.trim())"
+    )
+    assert {*val_keys, "val_grid"} <= set(titles)
+    src, w, h = tab.evaluate(f"(i => [i.src, i.naturalWidth, i.naturalHeight])({grid_img})")
+    assert f"run_uuid={result.mlflow_run_id}" in src and quote("val_grid+step+") in src
+    assert w / h == pytest.approx(width / height, rel=0.03)  # our grid, as a preview
+    # The step slider spans the epochs.
+    slider = tab.evaluate(
+        "(s => s && [s.getAttribute('aria-valuemin'), s.getAttribute('aria-valuemax')])"
+        "(document.querySelector('[role=slider]'))"
+    )
+    assert slider == ["0", str(len(result.history) - 1)]
+    png_size(screenshot(tab, tmp_path / "mlflow-run-metrics.png"))
 
 
-def test_artifacts_tab_previews_the_grid_png(trained, tracking_stack, browse, tmp_path) -> None:
+def test_artifacts_tab_previews_the_grid_png(trained, tracking_stack, tab, tmp_path) -> None:
     from mlflow.tracking import MlflowClient
 
     cfg, result = trained
@@ -466,12 +359,8 @@ def test_artifacts_tab_previews_the_grid_png(trained, tracking_stack, browse, tm
         f" && i.naturalWidth === {width} && i.naturalHeight === {height})"
     )
 
-    async def script(tab: Tab) -> None:
-        await tab.open(url, 1440, 800)
-        await tab.wait_for(f"document.body.innerText.includes({json.dumps(last)})", "the file")
-        await tab.wait_for(f"!!({preview})", f"a {width}×{height} image (the grid)")
-        await tab.close_assistant()
-        await asyncio.sleep(1)
-        png_size(await tab.screenshot(tmp_path / "mlflow-run-grid.png"))
-
-    browse(script)
+    open_page(tab, url, 1440, 800)
+    wait_for(tab, f"document.body.innerText.includes({json.dumps(last)})", "the file")
+    wait_for(tab, f"!!({preview})", f"a {width}×{height} image (the grid)")
+    close_assistant(tab)
+    png_size(screenshot(tab, tmp_path / "mlflow-run-grid.png"))

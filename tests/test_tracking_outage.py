@@ -27,6 +27,7 @@ import pytest
 import test_train as tt
 import yaml
 from services import Service, Workspace, _http_ok, log_tail, start_service
+from waiting import wait_until
 
 from workflows import tracking
 
@@ -284,13 +285,15 @@ class Training:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, what: str, done: Any, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
+        def done_while_running() -> bool:
+            if done():
+                return True
             assert self.proc is not None and self.proc.poll() is None, (
                 f"avrsp train ended (rc {self.proc.returncode}) before {what}:\n{self.output}"
             )
-            assert time.monotonic() < deadline, f"no {what} in {timeout_s:.0f} s:\n{self.output}"
-            time.sleep(0.05)
+            return False
+
+        wait_until(done_while_running, timeout_s, 0.05, lambda: f"{what}:\n{self.output}")
 
     def release(self, epoch: int) -> None:
         self.wait_for(f"epoch {epoch} held", (self.gates / f"waiting-{epoch}").exists)

@@ -127,16 +127,12 @@ def _sqlite_lock(uri: str) -> Any:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
+    from filelock import FileLock
 
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(db.with_name(db.name + ".lock")):
+        yield
 
 
 def client(uri: str) -> MlflowClient:
@@ -202,13 +198,17 @@ def start_or_resume_run(
     exp_id = experiment_id(uri, experiment)
     run = c.create_run(exp_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
-    from mlflow.entities import Param
-
-    items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
-    for start in range(0, len(items), 100):  # MLflow's batch limit is 100 params
-        c.log_batch(run_id, params=items[start : start + 100])
+    _log_params(c, run_id, params)
     write_json(marker, {"run_id": run_id, "tracking_uri": uri})  # atomic: the resume key
     return run_id, False
+
+
+def _log_params(c: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    """Every parameter of a new run in one call, each value cut to MLflow's limit (6000
+    characters). ``log_batch`` itself sends them 100 to a request, the store's limit."""
+    from mlflow.entities import Param
+
+    c.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in sorted(params.items())])
 
 
 def read_run_file(marker: Path) -> dict[str, Any] | None:
@@ -728,7 +728,7 @@ def start_linked_run(
     ``params``: the run's parameters (text as :func:`flatten` writes it). ``experiment``:
     default the training run's experiment (else ``avrsp``). Returns the run id.
     """
-    from mlflow.entities import LoggedModelInput, Param
+    from mlflow.entities import LoggedModelInput
 
     c = client(uri)
     trained_by = str(model_meta.get("mlflow_run_id") or "")
@@ -760,9 +760,7 @@ def start_linked_run(
     links = {MODEL_RUN_TAG: trained_by, "avrsp.model_run_name": name, "avrsp.model_id": model_id}
     all_tags = {**(tags or {}), **{k: v for k, v in links.items() if v}, NOTE_TAG: note}
     run = c.create_run(exp_id, run_name=run_name, tags=all_tags)
-    items = [Param(k, v[:6000]) for k, v in sorted(flatten(params or {}).items())]
-    for start in range(0, len(items), 100):  # MLflow's batch limit is 100 params
-        c.log_batch(run.info.run_id, params=items[start : start + 100])
+    _log_params(c, run.info.run_id, flatten(params or {}))
     if model_id:
         c.log_inputs(run.info.run_id, models=[LoggedModelInput(model_id)])
     return run.info.run_id
