@@ -1,4 +1,4 @@
-"""Storage locations: a local folder, a shared filesystem, or an object store (docs/ARCHITECTURE.md).
+"""Storage locations: a local folder, a shared filesystem, an object store (ARCHITECTURE.md).
 
 Every job takes its data, shard, checkpoint and output locations as one string: a path
 (``runs``, ``/mnt/shared/avrsp``) or a URI that pyarrow's filesystems open

@@ -1,4 +1,4 @@
-"""Segments and shards (docs/DATA.md): windows, alignment, targets, schema, atomic resumable writes."""
+"""Segments and shards (docs/DATA.md): windows, alignment, targets, schema, resumable writes."""
 
 from __future__ import annotations
 
