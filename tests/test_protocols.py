@@ -34,16 +34,15 @@ JUDD_TOL = 1e-3  # AUC-Judd: the scripts' jitter (measured spread over seeds: 3e
 SIGMAS = 4.0  # shuffled AUC: ours within 4 sd of the scripts' spread over seeds
 
 
-def _load_reference_script():
-    spec = importlib.util.spec_from_file_location(
-        "octave_reference", ROOT / "benchmarks" / "octave_reference.py"
-    )
+def _load_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-ref_script = _load_reference_script()
+ref_script = _load_benchmark("octave_reference")
 
 
 @cache
@@ -350,20 +349,11 @@ REAL = CASE / "real_clips.json"
 REAL_TOL = 1e-3  # ViNet's eval_diem.m prints 4 decimals; STAViS' saved values agree to 1e-13
 
 
-def _load_scripts_module():
-    spec = importlib.util.spec_from_file_location(
-        "octave_scripts", ROOT / "benchmarks" / "octave_scripts.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def real_clips(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """The STAViS-layout folder of ``benchmarks/octave_scripts.py`` rebuilt from the real
     clips (the same seed and sizes as the stored reference), its module and the reference."""
-    scripts = _load_scripts_module()
+    scripts = _load_benchmark("octave_scripts")
     stored = json.loads(REAL.read_text())
     folder = tmp_path_factory.mktemp("real_clips")
     case_ = stored["case"]
